@@ -1,0 +1,5 @@
+import sys
+
+from hallucinator.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""Shared fixtures: the real CIFAR-10 archive from ``../shared`` (skipped, with the reason, when absent)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CIFAR10_ARCHIVE = PROJECT_ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def cifar10_archive() -> Path:
+    if not CIFAR10_ARCHIVE.is_file():
+        pytest.skip(f"real CIFAR-10 not found at {CIFAR10_ARCHIVE} (../shared is absent on this machine)")
+    return CIFAR10_ARCHIVE
+
+
+@pytest.fixture(scope="session")
+def cifar10_subset(cifar10_archive: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first 200 training images of each class, decoded independently of ``hallucinator.data``.
+
+    Returns uint8 images ``(2000, 3, 32, 32)`` and int64 labels ``(2000,)``.
+    """
+    per_class = 200
+    images: dict[str, list[np.ndarray]] = {}
+    with tarfile.open(cifar10_archive) as archive:
+        for member in archive:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) < 3 or parts[-3] != "train":
+                continue
+            bucket = images.setdefault(parts[-2], [])
+            if len(bucket) < per_class:
+                data = archive.extractfile(member).read()
+                bucket.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    classes = sorted(images)
+    pixels = np.stack([image for name in classes for image in images[name]])
+    labels = np.repeat(np.arange(len(classes)), per_class)
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
