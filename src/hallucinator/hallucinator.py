@@ -1,0 +1,92 @@
+"""The Hallucinator (Wu et al., ICCV 2023, Sec. 3.3): an extra, harder positive in feature space."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Hallucinator(nn.Module):
+    """Turns a positive pair ``(q, k)`` into a hallucinated sample ``q_hat`` to pair with ``k``.
+
+    1. Asymmetric extrapolation: ``q' = (1 + lam) * q - lam * k`` with
+       ``lam ~ U(beta1, beta2)``, one draw per batch (the authors' code) or one per sample.
+    2. Hallucination: ``q_hat = H(concat[q, q'])``, ``H`` being ``num_layers`` Linear layers
+       ``2d -> h -> ... -> h -> d`` with ReLU between them (none after the last);
+       ``num_layers=0`` means no network, ``q_hat = q'``.
+
+    ``H`` is trained by back-propagating the framework's loss on ``(q_hat, k)``.
+
+    Args:
+        dim: feature dimension ``d`` of ``q`` and ``k``.
+        num_layers: number of Linear layers of ``H`` (the paper's ``n``; 3 by default).
+        hidden_dim: width of the hidden layers; ``None`` means ``2 * dim`` (the authors' code).
+        extrapolation: ``(beta1, beta2)``, the range of ``lam`` (paper: ``(0, 0.1)``).
+        per_sample: draw one ``lam`` per sample instead of one per batch.
+
+    Example:
+        >>> hallucinator = Hallucinator(dim=128)
+        >>> q, k = torch.randn(256, 128), torch.randn(256, 128)
+        >>> q_hat = hallucinator(q, k)  # (256, 128), a harder positive for k
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_layers: int = 3,
+        hidden_dim: int | None = None,
+        extrapolation: tuple[float, float] = (0.0, 0.1),
+        per_sample: bool = False,
+    ) -> None:
+        super().__init__()
+        if dim <= 0:
+            raise ValueError(f"dim must be a positive feature dimension, got {dim}")
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0 (0 = extrapolation only), got {num_layers}")
+        hidden_dim = 2 * dim if hidden_dim is None else hidden_dim
+        if hidden_dim <= 0:
+            raise ValueError(f"hidden_dim must be positive (or None for 2 * dim), got {hidden_dim}")
+        beta1, beta2 = (float(b) for b in extrapolation)
+        if beta1 > beta2:
+            raise ValueError(f"extrapolation must be (beta1, beta2) with beta1 <= beta2, got {extrapolation}")
+        self.dim = dim
+        self.extrapolation = (beta1, beta2)
+        self.per_sample = per_sample
+        widths = [2 * dim] + [hidden_dim] * (num_layers - 1) + [dim]
+        layers: list[nn.Module] = []
+        for i in range(num_layers):
+            if i > 0:
+                layers.append(nn.ReLU(inplace=True))
+            layers.append(nn.Linear(widths[i], widths[i + 1]))
+        self.net = nn.Sequential(*layers)
+
+    @staticmethod
+    def extrapolate(q: torch.Tensor, k: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
+        """``(1 + lam) * q - lam * k``; a tensor ``lam`` of shape ``(N,)`` or ``(N, 1)`` is one value per sample."""
+        if isinstance(lam, torch.Tensor) and lam.ndim == 1:
+            lam = lam.unsqueeze(1)
+        return q + lam * (q - k)
+
+    def sample_lambda(self, q: torch.Tensor) -> float | torch.Tensor:
+        """One ``lam ~ U(beta1, beta2)`` for the batch, or an ``(N, 1)`` tensor of them with ``per_sample``."""
+        beta1, beta2 = self.extrapolation
+        if self.per_sample:
+            return torch.empty(q.shape[0], 1, device=q.device, dtype=q.dtype).uniform_(beta1, beta2)
+        # drawn on the CPU generator: a Python float costs no device synchronisation
+        return beta1 + (beta2 - beta1) * torch.rand(()).item()
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        if q.shape != k.shape or q.ndim != 2:
+            raise ValueError(f"q and k must have the same shape (N, {self.dim}), got {tuple(q.shape)} and {tuple(k.shape)}")
+        if q.shape[1] != self.dim:
+            raise ValueError(
+                f"q and k have {q.shape[1]} features but this Hallucinator was built with dim={self.dim}; "
+                f"build it with dim={q.shape[1]}"
+            )
+        q_prime = self.extrapolate(q, k, self.sample_lambda(q))
+        if len(self.net) == 0:
+            return q_prime
+        return self.net(torch.cat([q, q_prime], dim=1))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, extrapolation={self.extrapolation}, per_sample={self.per_sample}"

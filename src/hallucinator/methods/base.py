@@ -1,0 +1,117 @@
+"""What the four methods share: input checks, projection heads and the two-loss average."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hallucinator.hallucinator import Hallucinator
+
+
+def mlp(
+    in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, batch_norm: bool = True, last_bn: bool = False
+) -> nn.Sequential:
+    """``num_layers`` Linear layers ``in -> hidden -> ... -> out`` with (BatchNorm +) ReLU between them.
+
+    ``num_layers=1`` is a single Linear layer (MoCo v1's head). ``last_bn`` adds an affine-free
+    BatchNorm after the last layer (SimSiam's projector).
+    """
+    widths = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+    layers: list[nn.Module] = []
+    for i in range(num_layers):
+        last = i == num_layers - 1
+        followed_by_bn = last_bn if last else batch_norm
+        layers.append(nn.Linear(widths[i], widths[i + 1], bias=not followed_by_bn))  # BatchNorm cancels a bias
+        if not last:
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(widths[i + 1]))
+            layers.append(nn.ReLU(inplace=True))
+        elif last_bn:
+            layers.append(nn.BatchNorm1d(out_dim, affine=False))
+    return nn.Sequential(*layers)
+
+
+class SSLMethod(nn.Module):
+    """Base of the self-supervised methods: ``forward(view1, view2) -> dict`` of losses and monitors.
+
+    ``view1`` is the hallucinated branch. With a Hallucinator, the framework's loss is
+    computed on the original pair and on the hallucinated pair and the two are averaged:
+    ``loss = (1 - w) * loss_original + w * loss_hallucinated``, ``w = hallucination_weight``
+    (0.5 = the paper's plain average; a training loop may change it, e.g. for a warm-up).
+    Without one, ``loss = loss_original``.
+
+    Subclasses set ``hallucinated_dim`` (the feature size the Hallucinator works on) before
+    calling :meth:`_set_hallucinator`, and call :meth:`_check_views`, :meth:`_features` and
+    :meth:`_output` in ``forward``.
+    """
+
+    default_hparams: ClassVar[dict[str, object]] = {}
+
+    def __init__(self, backbone: nn.Module, hallucination_weight: float = 0.5) -> None:
+        super().__init__()
+        num_features = getattr(backbone, "num_features", None)
+        if not isinstance(num_features, int) or num_features <= 0:
+            raise ValueError(
+                f"the backbone needs an integer `num_features` attribute (its output feature size), got {num_features!r}; "
+                "build it with hallucinator.backbones.build or set backbone.num_features"
+            )
+        if not 0.0 <= hallucination_weight <= 1.0:
+            raise ValueError(f"hallucination_weight must be in [0, 1] (0.5 = the paper's average), got {hallucination_weight}")
+        self.backbone = backbone
+        self.num_features = num_features
+        self.hallucination_weight = float(hallucination_weight)
+        self.hallucinator: Hallucinator | None = None
+
+    def _set_hallucinator(self, hallucinator: Hallucinator | bool | None, dim: int) -> None:
+        """``True`` builds the paper's Hallucinator for ``dim`` features; a given one must match ``dim``."""
+        if hallucinator is True:
+            hallucinator = Hallucinator(dim)
+        elif hallucinator is False:
+            hallucinator = None
+        elif isinstance(hallucinator, Hallucinator) and hallucinator.dim != dim:
+            raise ValueError(
+                f"this {type(self).__name__} hallucinates {dim}-d features but the Hallucinator was built with "
+                f"dim={hallucinator.dim}; build it with Hallucinator(dim={dim}, ...)"
+            )
+        elif hallucinator is not None and not isinstance(hallucinator, Hallucinator):
+            raise ValueError(f"hallucinator must be True, False, None or a Hallucinator, got {type(hallucinator).__name__}")
+        self.hallucinator = hallucinator
+
+    @staticmethod
+    def _check_views(view1: torch.Tensor, view2: torch.Tensor) -> None:
+        if view1.shape != view2.shape:
+            raise ValueError(
+                f"the two views must have the same shape, got {tuple(view1.shape)} and {tuple(view2.shape)}; "
+                "crop both views to the same image size"
+            )
+        if view1.shape[0] < 2:
+            raise ValueError(
+                f"a batch of {view1.shape[0]} image is too small: BatchNorm needs at least 2 samples and the "
+                "contrastive losses need other samples as negatives; use a batch size of at least 2 "
+                "(drop_last=True avoids a short last batch)"
+            )
+
+    def _features(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        features = encoder(images)
+        if features.ndim != 2 or features.shape[1] != self.num_features:
+            raise ValueError(
+                f"the backbone returned features of shape {tuple(features.shape)} but its num_features is "
+                f"{self.num_features}, which the heads were built for; make the backbone return (N, num_features)"
+            )
+        return features
+
+    def _output(
+        self, loss_original: torch.Tensor, loss_hallucinated: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The loss dict; ``pos_similarity`` is the mean cosine of the original positive pair ``(q, k)``."""
+        out = {"loss_original": loss_original, "pos_similarity": F.cosine_similarity(q, k, dim=1).mean().detach()}
+        if loss_hallucinated is None:
+            out["loss"] = loss_original
+        else:
+            w = self.hallucination_weight
+            out["loss"] = (1.0 - w) * loss_original + w * loss_hallucinated
+            out["loss_hallucinated"] = loss_hallucinated
+        return out

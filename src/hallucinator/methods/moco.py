@@ -1,0 +1,154 @@
+"""MoCo v1 / v2 (He et al. 2020; Chen et al. 2020) with the Hallucinator."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hallucinator import distributed
+from hallucinator.hallucinator import Hallucinator
+from hallucinator.losses import info_nce
+from hallucinator.methods.base import SSLMethod, mlp
+
+
+class MoCo(SSLMethod):
+    """Momentum Contrast: a query encoder, a momentum key encoder and a queue of negative keys.
+
+    The query ``q`` (un-normalised projection of ``view1``) and the normalised momentum key
+    ``k`` of ``view2`` are the positive pair. The Hallucinator makes ``q_hat = H(q, k)``,
+    which is normalised and scored against ``k`` and the queue exactly like ``q``; the two
+    InfoNCE losses are averaged. Each key is enqueued once (the authors' code enqueues it
+    twice, once per positive).
+
+    In training mode ``forward`` also updates the momentum encoder and enqueues the keys.
+    Shuffle-BN: under DDP the keys' batch is shuffled across processes; on a single process
+    the shuffled key batch is encoded in ``shuffle_bn_splits`` groups, each with its own
+    BatchNorm statistics, which is what ``shuffle_bn_splits`` GPUs would compute.
+
+    Args:
+        backbone: online encoder with a ``num_features`` attribute.
+        version: 1 (linear head, T 0.07) or 2 (MLP head, T 0.2).
+        hallucinator: ``True`` (the paper's), ``False``/``None`` (off) or a configured :class:`Hallucinator`.
+        dim: projection dimension.
+        queue_size: number of queued negative keys ``K``; a multiple of the global batch size.
+        momentum: momentum ``m`` of the key encoder.
+        temperature: softmax temperature; ``None`` = 0.07 for v1, 0.2 for v2.
+        mlp: MLP projection head; ``None`` = False for v1, True for v2.
+        shuffle_bn_splits: BatchNorm groups of the key batch on a single process (1 = none).
+        hallucination_weight: ``w`` in ``(1 - w) * loss_original + w * loss_hallucinated``.
+
+    Example:
+        >>> from hallucinator import backbones
+        >>> moco = MoCo(backbones.build("resnet18", cifar_stem=True), version=2)
+        >>> out = moco(view1, view2)  # view1 is the hallucinated branch
+        >>> out["loss"].backward()
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        version: int = 2,
+        hallucinator: Hallucinator | bool | None = True,
+        dim: int = 128,
+        queue_size: int = 65536,
+        momentum: float = 0.999,
+        temperature: float | None = None,
+        mlp: bool | None = None,
+        shuffle_bn_splits: int = 8,
+        hallucination_weight: float = 0.5,
+    ) -> None:
+        super().__init__(backbone, hallucination_weight)
+        if version not in (1, 2):
+            raise ValueError(f"version must be 1 (MoCo v1) or 2 (MoCo v2), got {version}")
+        if queue_size <= 0:
+            raise ValueError(f"queue_size must be positive, got {queue_size}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1] (paper: 0.999), got {momentum}")
+        if shuffle_bn_splits < 1:
+            raise ValueError(f"shuffle_bn_splits must be >= 1 (1 = no single-process shuffle-BN), got {shuffle_bn_splits}")
+        self.version = version
+        self.temperature = (0.07 if version == 1 else 0.2) if temperature is None else temperature
+        self.momentum = momentum
+        self.shuffle_bn_splits = shuffle_bn_splits
+        use_mlp = (version == 2) if mlp is None else mlp
+        # MoCo v2's head is fc-ReLU-fc with the hidden width of the backbone's features, no BatchNorm
+        self.projector = _head(self.num_features, dim, use_mlp)
+        self.momentum_backbone = copy.deepcopy(backbone).requires_grad_(False)
+        self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self._set_hallucinator(hallucinator, dim)
+
+    @torch.no_grad()
+    def _momentum_update(self) -> None:
+        online = [*self.backbone.parameters(), *self.projector.parameters()]
+        target = [*self.momentum_backbone.parameters(), *self.momentum_projector.parameters()]
+        for p_online, p_target in zip(online, target):
+            p_target.lerp_(p_online.detach(), 1.0 - self.momentum)
+
+    def _key_encoder(self, images: torch.Tensor) -> torch.Tensor:
+        return self.momentum_projector(self._features(self.momentum_backbone, images))
+
+    @torch.no_grad()
+    def _keys(self, view2: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return F.normalize(self._key_encoder(view2), dim=1)
+        images, unshuffle = distributed.batch_shuffle(view2)
+        splits = self.shuffle_bn_splits if distributed.world_size() == 1 else 1
+        if splits == 1:
+            k = self._key_encoder(images)
+        else:
+            permutation = torch.randperm(images.shape[0], device=images.device)
+            k = torch.cat([self._key_encoder(chunk) for chunk in images[permutation].chunk(splits)])
+            k = k[torch.argsort(permutation)]
+        return F.normalize(distributed.batch_unshuffle(k, unshuffle), dim=1)
+
+    @torch.no_grad()
+    def _enqueue(self, k: torch.Tensor) -> None:
+        keys = distributed.all_gather_no_grad(k)
+        ptr = int(self.queue_ptr)
+        self.queue[ptr : ptr + keys.shape[0]] = keys
+        self.queue_ptr.fill_((ptr + keys.shape[0]) % self.queue.shape[0])
+
+    def _check_training_batch(self, batch: int) -> None:
+        world = distributed.world_size()
+        global_batch = batch * world
+        queue_size = self.queue.shape[0]
+        if queue_size % global_batch:
+            raise ValueError(
+                f"queue_size={queue_size} is not a multiple of the global batch size {global_batch} "
+                f"({batch} per process x {world} processes); use a batch size that divides {queue_size} "
+                f"(e.g. a power of 2, with drop_last=True) or set queue_size to a multiple of {global_batch}"
+            )
+        splits = self.shuffle_bn_splits if world == 1 else 1
+        if batch < 2 * splits:
+            raise ValueError(
+                f"a batch of {batch} cannot be split into shuffle_bn_splits={splits} BatchNorm groups of at least 2 "
+                f"keys; use a batch size of at least {2 * splits} or a smaller shuffle_bn_splits"
+            )
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
+        self._check_views(view1, view2)
+        if self.training:
+            self._check_training_batch(view1.shape[0])
+            self._momentum_update()
+        q = self.projector(self._features(self.backbone, view1))
+        k = self._keys(view2)
+        # a copy: the enqueue below must not modify the negatives autograd saved for backward
+        queue = self.queue.clone()
+        loss_original = info_nce(q, k, queue, self.temperature)
+        loss_hallucinated = None
+        if self.hallucinator is not None:
+            loss_hallucinated = info_nce(self.hallucinator(q, k), k, queue, self.temperature)
+        if self.training:
+            self._enqueue(k)
+        return self._output(loss_original, loss_hallucinated, q, k)
+
+
+def _head(in_dim: int, dim: int, use_mlp: bool) -> nn.Sequential:
+    if use_mlp:
+        return mlp(in_dim, in_dim, dim, num_layers=2, batch_norm=False)
+    return mlp(in_dim, in_dim, dim, num_layers=1)

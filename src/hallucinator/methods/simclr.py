@@ -1,0 +1,59 @@
+"""SimCLR (Chen et al. 2020) with the Hallucinator."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from hallucinator.hallucinator import Hallucinator
+from hallucinator.losses import nt_xent
+from hallucinator.methods.base import SSLMethod, mlp
+
+
+class SimCLR(SSLMethod):
+    """SimCLR: NT-Xent between the projections of two views, negatives from the whole (global) batch.
+
+    ``q`` and ``k`` are the raw projections of ``view1`` and ``view2``. The Hallucinator makes
+    ``q_hat = H(q, k)``; the loss is the average of NT-Xent on ``(q, k)`` and NT-Xent on
+    ``(q_hat, k)`` (the paper's statement; the authors' code instead feeds ``[q; q_hat]``
+    against ``[k; k]`` to one NT-Xent, where each positive's duplicate also counts as a
+    negative). Under DDP the negatives are gathered from all processes with gradient.
+
+    Args:
+        backbone: encoder with a ``num_features`` attribute.
+        hallucinator: ``True`` (the paper's), ``False``/``None`` (off) or a configured :class:`Hallucinator`.
+        dim: projection dimension.
+        hidden_dim: hidden width of the Linear-BN-ReLU-Linear head; ``None`` = the backbone's ``num_features``.
+        temperature: NT-Xent temperature (0.5, SimCLR's CIFAR setting).
+        hallucination_weight: ``w`` in ``(1 - w) * loss_original + w * loss_hallucinated``.
+
+    Example:
+        >>> from hallucinator import backbones
+        >>> simclr = SimCLR(backbones.build("resnet18", cifar_stem=True))
+        >>> simclr(view1, view2)["loss"].backward()
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        hallucinator: Hallucinator | bool | None = True,
+        dim: int = 128,
+        hidden_dim: int | None = None,
+        temperature: float = 0.5,
+        hallucination_weight: float = 0.5,
+    ) -> None:
+        super().__init__(backbone, hallucination_weight)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = temperature
+        self.projector = mlp(self.num_features, hidden_dim or self.num_features, dim, num_layers=2)
+        self._set_hallucinator(hallucinator, dim)
+
+    def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
+        self._check_views(view1, view2)
+        q = self.projector(self._features(self.backbone, view1))
+        k = self.projector(self._features(self.backbone, view2))
+        loss_original = nt_xent(q, k, self.temperature)
+        loss_hallucinated = None
+        if self.hallucinator is not None:
+            loss_hallucinated = nt_xent(self.hallucinator(q, k), k, self.temperature)
+        return self._output(loss_original, loss_hallucinated, q, k)

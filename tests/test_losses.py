@@ -1,0 +1,93 @@
+"""Each loss against hand-computed values on tiny inputs and against naive Python loops."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hallucinator.losses import alignment, info_nce, negative_cosine, nt_xent, uniformity
+
+
+def _unit(rows: torch.Tensor) -> list[list[float]]:
+    return [[v / math.sqrt(sum(x * x for x in row)) for v in row] for row in rows.tolist()]
+
+
+def _dot(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b))
+
+
+def naive_nt_xent(z1: torch.Tensor, z2: torch.Tensor, t: float) -> float:
+    z = _unit(z1) + _unit(z2)
+    n = len(z1)
+    total = 0.0
+    for i in range(2 * n):
+        positive = (i + n) % (2 * n)
+        denominator = sum(math.exp(_dot(z[i], z[j]) / t) for j in range(2 * n) if j != i)
+        total -= math.log(math.exp(_dot(z[i], z[positive]) / t) / denominator)
+    return total / (2 * n)
+
+
+def naive_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, t: float) -> float:
+    qs, ks, negatives = _unit(q), _unit(k), queue.tolist()
+    total = 0.0
+    for qi, ki in zip(qs, ks):
+        logits = [_dot(qi, ki) / t] + [_dot(qi, neg) / t for neg in negatives]
+        total += math.log(sum(math.exp(x) for x in logits)) - logits[0]
+    return total / len(qs)
+
+
+def test_nt_xent_hand_computed_orthogonal_case() -> None:
+    # two orthonormal pairs: every anchor has its positive at cosine 1 and two negatives at cosine 0
+    z = torch.eye(2)
+    expected = math.log(1 + 2 * math.exp(-1 / 0.5))  # -log(e^2 / (e^2 + 2))
+    assert nt_xent(z, z, temperature=0.5).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_nt_xent_matches_naive_loop_on_random_inputs() -> None:
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(5, 3, dtype=torch.float64) * 3, torch.randn(5, 3, dtype=torch.float64)
+    for t in (0.1, 0.5):
+        assert nt_xent(z1, z2, t).item() == pytest.approx(naive_nt_xent(z1, z2, t), rel=1e-10)
+
+
+def test_nt_xent_rejects_a_single_pair() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        nt_xent(torch.randn(1, 4), torch.randn(1, 4))
+
+
+def test_info_nce_hand_computed_case() -> None:
+    q, k = torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 0.0]])
+    queue = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])
+    expected = -math.log(math.e / (math.e + 1 + math.exp(-1)))
+    assert info_nce(q, k, queue, temperature=1.0).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_info_nce_with_a_queue_matches_naive_loop() -> None:
+    torch.manual_seed(1)
+    q, k = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    queue = torch.nn.functional.normalize(torch.randn(7, 6, dtype=torch.float64), dim=1)
+    assert info_nce(q, k, queue, 0.2).item() == pytest.approx(naive_info_nce(q, k, queue, 0.2), rel=1e-10)
+
+
+def test_negative_cosine_value_and_stop_gradient() -> None:
+    p = torch.tensor([[1.0, 0.0], [0.0, 2.0]], requires_grad=True)
+    z = torch.tensor([[1.0, 1.0], [0.0, 3.0]], requires_grad=True)
+    loss = negative_cosine(p, z)
+    assert loss.item() == pytest.approx(-(1 / math.sqrt(2) + 1) / 2, rel=1e-6)
+    loss.backward()
+    assert z.grad is None  # the target is behind a stop-gradient
+    assert p.grad.abs().sum() > 0
+
+
+def test_alignment_and_uniformity_hand_computed() -> None:
+    x, y = torch.tensor([[3.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 5.0], [0.0, 2.0]])
+    # normalised pairs: orthogonal (squared distance 2) and identical (0)
+    assert alignment(x, y).item() == pytest.approx(1.0)
+    assert alignment(x, y, alpha=1).item() == pytest.approx(math.sqrt(2) / 2)
+    # three points: two identical, one opposite -> squared distances 0, 4, 4
+    points = torch.tensor([[1.0, 0.0], [2.0, 0.0], [-1.0, 0.0]])
+    expected = math.log((1 + 2 * math.exp(-2 * 4)) / 3)
+    assert uniformity(points).item() == pytest.approx(expected, rel=1e-6)
+    assert uniformity(points, t=1).item() == pytest.approx(math.log((1 + 2 * math.exp(-4)) / 3), rel=1e-6)
