@@ -1,0 +1,145 @@
+"""``hallucinator pretrain CONFIG [overrides]``: pre-training from a YAML config."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from typing import Any
+
+EPILOG = """\
+overrides: any config key as --section.key=value (or --section.key value), values in YAML, e.g.
+  --hallucinator.enabled=false --trainer.max_epochs=10 --optimizer.base_lr=0.3 --model.hparams.temperature=0.2
+
+examples:
+  hallucinator pretrain configs/quickstart.yaml --data-dir ../shared/datasets/cifar10-jpeg.tar.gz
+  hallucinator pretrain configs/table1/cifar10_mocov2_hal.yaml --print-config
+  hallucinator pretrain configs/quickstart.yaml --output-dir runs/q --resume
+  torchrun --nproc_per_node 4 -m hallucinator pretrain CONFIG --trainer.devices=4   (DDP, see docs/training.md)
+"""
+
+# short flag -> dotted config key
+SHORT_FLAGS = {
+    "dataset": "data.dataset",
+    "data_dir": "data.data_dir",
+    "output_dir": "output_dir",
+    "epochs": "trainer.max_epochs",
+    "batch_size": "data.batch_size",
+    "seed": "seed",
+    "device": "trainer.accelerator",
+}
+
+
+def _add_short_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", help="dataset name (data.dataset), e.g. cifar10, cifar100, stl10")
+    parser.add_argument("--data-dir", help="dataset root or archive (data.data_dir)")
+    parser.add_argument("--output-dir", help="run directory (output_dir)")
+    parser.add_argument("--epochs", type=int, help="number of epochs (trainer.max_epochs)")
+    parser.add_argument("--batch-size", type=int, help="global batch size (data.batch_size; the lr scales with it)")
+    parser.add_argument("--seed", type=int, help="random seed (seed)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu", "cuda", "mps"), help="trainer.accelerator")
+    parser.add_argument("--no-hallucinator", action="store_true", help="train the plain method (hallucinator.enabled=false)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last.ckpt")
+    parser.add_argument("--no-knn", action="store_true", help="skip the final kNN evaluation on the test set")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="self-supervised pre-training from a YAML config",
+        description="Pre-train a backbone with MoCo v1/v2, SimCLR or SimSiam, with or without the Hallucinator.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("config", help="YAML config file (see configs/)")
+    _add_short_flags(parser)
+    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key=value config overrides")
+    parser.set_defaults(func=run)
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The dotted overrides: the short flags first, then the explicit ones (which win)."""
+    # flags given after CONFIG land in the remainder; parse them out of it
+    late = argparse.ArgumentParser(add_help=False)
+    _add_short_flags(late)
+    late_args, dotted = late.parse_known_args(args.overrides)
+    overrides = []
+    for source in (args, late_args):
+        for flag, key in SHORT_FLAGS.items():
+            value = getattr(source, flag)
+            if value is not None:
+                overrides.append(f"--{key}={value}")
+        if source.no_hallucinator:
+            overrides.append("--hallucinator.enabled=false")
+    for name in ("print_config", "resume", "no_knn"):
+        setattr(args, name, getattr(args, name) or getattr(late_args, name))
+    return overrides + dotted
+
+
+def _knn_monitor(config: Any) -> Any:
+    """The evaluation layer's kNN monitor, or ``None`` when it is not installed."""
+    try:
+        from hallucinator.evaluation.knn import KNNMonitor
+    except ImportError:
+        return None
+    every = config.trainer.knn_every_n_epochs
+    d = config.data
+    return KNNMonitor.from_dataset(
+        d.dataset, d.data_dir, cache_dir=d.cache_dir, image_size=d.image_size, every_n_epochs=every or 1
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from hallucinator.engine import ConfigError, TrainingDiverged, dump_config, load_config, pretrain
+
+    try:
+        config = load_config(args.config, config_overrides(args))
+    except ConfigError as error:
+        print(f"hallucinator pretrain: config error: {error}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(dump_config(config), end="")
+        return 0
+    monitor = None
+    if config.trainer.knn_every_n_epochs > 0 and not args.no_knn:
+        monitor = _knn_monitor(config)
+    started = time.perf_counter()
+    try:
+        result = pretrain(config, [monitor] if monitor else [], resume=args.resume)
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"hallucinator pretrain: {error}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as error:
+        print(f"hallucinator pretrain: training diverged: {error}", file=sys.stderr)
+        return 1
+    if result.global_rank != 0:
+        return 0
+    wall = time.perf_counter() - started
+    print(
+        f"pre-training: {result.global_step} steps, {result.epoch} epochs, {wall:.0f} s wall, "
+        f"{result.images_per_second:.0f} image pairs/s; checkpoint {result.checkpoint}"
+    )
+    if result.interrupted:
+        print(f"interrupted by {result.interrupted}; continue with: hallucinator pretrain {args.config} "
+              f"--output-dir {config.output_dir} --resume")
+        return 128 + signal.Signals[result.interrupted].value
+    if not args.no_knn:
+        _final_knn(config, result, monitor)
+    return 0
+
+
+def _final_knn(config: Any, result: Any, monitor: Any) -> None:
+    """kNN top-1 of the trained backbone on the whole test set (the monitor's last result when current)."""
+    final_epoch = config.trainer.max_steps <= 0 and result.epoch >= config.trainer.max_epochs
+    if monitor is not None and monitor.last is not None and final_epoch:
+        knn = monitor.last
+    else:
+        monitor = monitor or _knn_monitor(config)
+        if monitor is None:
+            print("kNN: hallucinator.evaluation is not available; skipped")
+            return
+        knn, _ = monitor.evaluate(result.backbone, next(result.backbone.parameters()).device)
+    print(f"kNN top-1 on the {config.data.dataset} test set: {knn.top1:.2f} % (top-5 {knn.top5:.2f} %, k={knn.k})")
+    result.metrics["knn_top1"] = knn.top1

@@ -1,0 +1,60 @@
+"""Reading pre-training checkpoints: the trained backbone and the config it was trained with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hallucinator import backbones
+from hallucinator.engine.config import Config, ConfigError, from_dict
+
+BACKBONE_PREFIX = "method.backbone."
+
+
+def read_config(checkpoint: dict, path: Path) -> Config:
+    try:
+        data = checkpoint["hyper_parameters"]["config"]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"{path} is not a hallucinator pre-training checkpoint (no hyper_parameters.config); "
+            "pass a checkpoint written by `hallucinator pretrain` (e.g. RUN/checkpoints/last.ckpt)"
+        ) from None
+    try:
+        return from_dict(data)
+    except ConfigError as error:
+        raise ValueError(f"{path}: the config stored in the checkpoint is invalid: {error}") from error
+
+
+def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
+    """The online encoder saved in ``path`` (a ``hallucinator pretrain`` checkpoint) and its config.
+
+    Loads with ``torch.load(weights_only=True)``: no code from the file is run.
+
+    Example:
+        >>> backbone, config = load_backbone("runs/quickstart/checkpoints/last.ckpt")
+        >>> features = backbone(images)  # (N, backbone.num_features)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    config = read_config(checkpoint, path)
+    model = config.model
+    backbone = backbones.build(model.backbone, cifar_stem=model.cifar_stem, width=model.width)
+    state = {
+        key[len(BACKBONE_PREFIX) :].replace("_orig_mod.", ""): value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(BACKBONE_PREFIX)
+    }
+    if not state:
+        raise ValueError(f"{path}: the checkpoint holds no `{BACKBONE_PREFIX}*` weights")
+    try:
+        backbone.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(
+            f"{path}: the weights do not fit {model.backbone} (width {model.width}, cifar_stem {model.cifar_stem}) "
+            f"stored in its config; was the checkpoint edited or written by another version? ({error})"
+        ) from error
+    return backbone, config

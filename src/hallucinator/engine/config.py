@@ -1,0 +1,389 @@
+"""The pre-training config: dataclasses, YAML files with ``base:`` inheritance, dotted overrides.
+
+A config file is YAML whose top-level keys are the sections below. ``base: other.yaml``
+(relative to the file) loads another file first and deep-merges this one over it, so a
+paper cell is a few lines over a shared recipe. Command-line overrides are dotted keys:
+``--trainer.max_epochs=10`` or ``--hallucinator.enabled false``; values are parsed as YAML.
+
+Every value is checked against the dataclass field's type and, for strings naming a
+choice, against the allowed values; an error names the dotted key and what is allowed.
+
+Example:
+    >>> config = load_config("configs/quickstart.yaml", ["--trainer.max_epochs=1"])
+    >>> config.trainer.max_epochs
+    1
+    >>> print(dump_config(config))  # the resolved config, as saved in the run directory
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHOD_NAMES = ("mocov1", "mocov2", "simclr", "simsiam")
+OPTIMIZERS = ("sgd", "lars")
+SCHEDULES = ("cosine", "step", "constant")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+# "auto": bf16 autocast on a GPU that supports it, fp32 on CPU (see docs/training.md for
+# the CPU measurement behind that choice).
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+PRECISION_ALIASES = {"32": "32-true", "fp32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed", "fp16": "16-mixed"}
+REFERENCE_BATCH_SIZE = 256
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or invalid; the message names the dotted key."""
+
+
+@dataclass
+class ModelConfig:
+    method: str = "simclr"
+    """One of ``mocov1``, ``mocov2``, ``simclr``, ``simsiam``."""
+    backbone: str = "resnet18"
+    width: int = 64
+    """Channels of the first ResNet stage (64 = the standard ResNet; 16 = a narrow one for CPUs)."""
+    cifar_stem: bool = True
+    """3x3 stride-1 stem without max-pool, for 32-96 px images (the paper's small-data recipe)."""
+    hparams: dict[str, Any] = field(default_factory=dict)
+    """Method hyper-parameters (e.g. ``temperature``, ``queue_size``) over the method's defaults."""
+
+
+@dataclass
+class HallucinatorConfig:
+    enabled: bool = True
+    num_layers: int = 3
+    extrapolation: tuple[float, float] = (0.0, 0.1)
+    per_sample: bool = False
+    weight: float = 0.5
+    """Weight ``w`` of the hallucinated loss: ``(1 - w) * original + w * hallucinated`` (paper: 0.5)."""
+    warmup_epochs: float = 0.0
+    """Ramp ``w`` linearly from 0 over this many epochs (0 = off, the paper's recipe)."""
+    warmup_fraction: float = 0.0
+    """Or ramp it over this fraction of the run; at most one of the two warm-ups may be set."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cifar10"
+    data_dir: str = "data"
+    download: bool = False
+    cache_dir: str | None = None
+    """Where the decoded uint8 cache goes (``None``: the data layer's default)."""
+    image_size: int | None = None
+    """Training resolution; ``None`` = the dataset's native size."""
+    preset: str = "hallucinator"
+    """Augmentation preset of ``hallucinator.data.presets``, or ``none`` (both views = the plain image)."""
+    augment: dict[str, Any] = field(default_factory=dict)
+    """Overrides passed to the preset (e.g. ``center_p: 0.6``)."""
+    batch_size: int = 512
+    """Global batch (all processes together); the lr is scaled by it (see ``optimizer``)."""
+    limit: int | None = None
+    """Use only the first ``limit`` pre-training images (quick runs and tests)."""
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"
+    base_lr: float = 0.25
+    """Learning rate for a batch of 256: ``lr = base_lr * batch_size / 256`` when ``scale_lr``."""
+    scale_lr: bool = True
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    """Linear warm-up from 0 to ``lr`` over this many epochs."""
+    milestones: list[float] = field(default_factory=list)
+    """Epochs at which the ``step`` schedule multiplies the lr by ``gamma``."""
+    gamma: float = 0.1
+    min_lr_ratio: float = 0.0
+    """The cosine schedule ends at ``min_lr_ratio * lr``."""
+    lars_eta: float = 0.001
+    """LARS trust coefficient."""
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 500
+    max_steps: int = -1
+    """When > 0 the run stops after this many optimisation steps (and the schedule spans them)."""
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    """An int (processes per node), a list of GPU ids, or ``auto``."""
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "auto"
+    sync_batchnorm: bool = False
+    compile: bool = False
+    channels_last: bool = True
+    checkpoint_every_n_epochs: int = 0
+    """Keep ``checkpoints/epoch=NNNN.ckpt`` every N epochs (0: only ``last.ckpt``)."""
+    last_every_n_steps: int = 0
+    """Also refresh ``last.ckpt`` every N steps (0: at the end of each epoch only)."""
+    knn_every_n_epochs: int = 0
+    """Run the kNN monitor (when one is passed to ``pretrain``) every N epochs; 0 = off."""
+    log_every_n_steps: int = 10
+    progress_bar: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    hallucinator: HallucinatorConfig = field(default_factory=HallucinatorConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    output_dir: str = "runs/default"
+    seed: int = 0
+
+    def lr(self) -> float:
+        """The learning rate actually used (after linear scaling with the global batch)."""
+        scale = self.data.batch_size / REFERENCE_BATCH_SIZE if self.optimizer.scale_lr else 1.0
+        return self.optimizer.base_lr * scale
+
+
+# ---------------------------------------------------------------------------------------
+# dict <-> dataclass with type checks
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` converted to the annotated type ``tp``, or a ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} does not match {tp}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if _is_dataclass_type(tp):
+        return _from_dict(tp, value, key)
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"{key}: unknown key; allowed keys here: {names}")
+    kwargs = {}
+    for name in names:
+        if name in data:
+            key = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _coerce(data[name], hints[name], key)
+    return cls(**kwargs)
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Plain YAML-able dict (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(config)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """A validated Config from a (possibly partial) nested dict."""
+    config = _from_dict(Config, data)
+    validate(config)
+    return config
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------
+# validation of values
+
+
+def _choice(key: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
+
+
+def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def validate(config: Config) -> None:
+    """Checks the values (types were checked when parsing); raises ConfigError naming the key."""
+    _choice("model.method", config.model.method, METHOD_NAMES)
+    _positive("model.width", config.model.width)
+    h = config.hallucinator
+    _positive("hallucinator.num_layers", h.num_layers, allow_zero=True)
+    if not h.extrapolation[0] <= h.extrapolation[1]:
+        raise ConfigError(f"hallucinator.extrapolation: need beta1 <= beta2, got {list(h.extrapolation)}")
+    if not 0.0 <= h.weight <= 1.0:
+        raise ConfigError(f"hallucinator.weight: must be in [0, 1], got {h.weight}")
+    _positive("hallucinator.warmup_epochs", h.warmup_epochs, allow_zero=True)
+    if not 0.0 <= h.warmup_fraction <= 1.0:
+        raise ConfigError(f"hallucinator.warmup_fraction: must be in [0, 1], got {h.warmup_fraction}")
+    if h.warmup_epochs > 0 and h.warmup_fraction > 0:
+        raise ConfigError("hallucinator.warmup_epochs and hallucinator.warmup_fraction: set at most one of them")
+    d = config.data
+    _positive("data.batch_size", d.batch_size)
+    if d.image_size is not None:
+        _positive("data.image_size", d.image_size)
+    if d.limit is not None:
+        _positive("data.limit", d.limit)
+        if d.limit < d.batch_size:
+            raise ConfigError(f"data.limit: {d.limit} images is less than one batch (data.batch_size={d.batch_size})")
+    o = config.optimizer
+    _choice("optimizer.name", o.name, OPTIMIZERS)
+    _choice("optimizer.schedule", o.schedule, SCHEDULES)
+    _positive("optimizer.base_lr", o.base_lr)
+    _positive("optimizer.momentum", o.momentum, allow_zero=True)
+    _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
+    _positive("optimizer.warmup_epochs", o.warmup_epochs, allow_zero=True)
+    if o.schedule == "step" and not o.milestones:
+        raise ConfigError("optimizer.milestones: the step schedule needs at least one milestone epoch")
+    if not 0.0 <= o.min_lr_ratio <= 1.0:
+        raise ConfigError(f"optimizer.min_lr_ratio: must be in [0, 1], got {o.min_lr_ratio}")
+    t = config.trainer
+    config.trainer.precision = PRECISION_ALIASES.get(t.precision, t.precision)
+    _choice("trainer.precision", t.precision, PRECISIONS)
+    _choice("trainer.accelerator", t.accelerator, ACCELERATORS)
+    if t.max_epochs <= 0 and t.max_steps <= 0:
+        raise ConfigError("trainer.max_epochs: set trainer.max_epochs or trainer.max_steps to a positive number")
+    _positive("trainer.num_nodes", t.num_nodes)
+    if not (t.devices == "auto" or isinstance(t.devices, (int, list)) and not isinstance(t.devices, bool)):
+        raise ConfigError(f"trainer.devices: expected an integer, a list of device ids or 'auto', got {t.devices!r}")
+    for key in ("checkpoint_every_n_epochs", "last_every_n_steps", "knn_every_n_epochs"):
+        _positive(f"trainer.{key}", getattr(t, key), allow_zero=True)
+    _positive("trainer.log_every_n_steps", t.log_every_n_steps)
+
+
+# ---------------------------------------------------------------------------------------
+# files and overrides
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as a dict, with its ``base:`` chain merged in (bases first)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path in _seen:
+        raise ConfigError(f"base: circular inheritance through {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a YAML mapping")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    bases = [base] if isinstance(base, str) else base
+    merged: dict[str, Any] = {}
+    for item in bases:
+        merged = _merge(merged, read_yaml(path.parent / item, _seen + (path,)))
+    return _merge(merged, data)
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """``["--a.b=1", "--c.d", "x", "e.f=[1, 2]"]`` -> nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    items = list(overrides)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        i += 1
+        body = item[2:] if item.startswith("--") else item
+        if "=" in body:
+            key, text = body.split("=", 1)
+        elif i < len(items) and not items[i].startswith("--"):
+            key, text = body, items[i]
+            i += 1
+        else:
+            raise ConfigError(f"override {item!r}: expected --key=value or --key value (e.g. --trainer.max_epochs=10)")
+        key = key.replace("-", "_")
+        value = yaml.safe_load(text) if text != "" else None
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is set twice")
+        node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """The resolved config: defaults, then the file (and its bases), then the overrides."""
+    data = read_yaml(path) if path is not None else {}
+    return from_dict(_merge(data, parse_overrides(overrides)))

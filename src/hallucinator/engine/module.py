@@ -1,0 +1,173 @@
+"""The LightningModule around an ``SSLMethod``: on-device augmentation, schedules, logging, NaN guard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from hallucinator import backbones, methods
+from hallucinator.engine.config import Config, ConfigError, from_dict, to_dict
+from hallucinator.engine.optim import build_optimizer, lr_factor, warmup_weight
+from hallucinator.hallucinator import Hallucinator
+from hallucinator.methods.base import SSLMethod
+
+# Odd 64-bit constants to spread (seed, step, rank) over the seed space.
+_STEP_MIX, _RANK_MIX = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9
+
+
+def step_seed(seed: int, step: int, rank: int | None = None) -> int:
+    """A seed that is a pure function of (seed, step[, rank]): a resumed run draws what it would have drawn."""
+    value = seed * _STEP_MIX + (step + 1)
+    if rank is not None:
+        value = value * _RANK_MIX + rank + 1
+    return value % (2**63 - 1)
+
+
+def build_method(config: Config) -> SSLMethod:
+    """The backbone, method and Hallucinator described by ``config``."""
+    model = config.model
+    if "hallucination_weight" in model.hparams:
+        raise ConfigError("model.hparams.hallucination_weight: set hallucinator.weight instead")
+    backbone = backbones.build(model.backbone, cifar_stem=model.cifar_stem, width=model.width)
+    h = config.hallucinator
+    try:
+        method = methods.build(
+            model.method, backbone, hallucinator=h.enabled, hallucination_weight=h.weight, **model.hparams
+        )
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"model.hparams: {error}") from error
+    if h.enabled:
+        method.hallucinator = Hallucinator(
+            method.hallucinator.dim,
+            num_layers=h.num_layers,
+            extrapolation=h.extrapolation,
+            per_sample=h.per_sample,
+        )
+    return method
+
+
+def build_augmentation(config: Config) -> nn.Module | None:
+    """The two-view augmentation of ``config.data`` (``None`` for preset ``none``: both views = the image)."""
+    data = config.data
+    if data.preset == "none":
+        return None
+    from hallucinator.data import presets
+
+    try:
+        return presets.build(data.preset, data.image_size, **data.augment)
+    except (TypeError, ValueError, KeyError) as error:
+        raise ConfigError(f"data.preset / data.augment: {error}") from error
+
+
+class PretrainModule(pl.LightningModule):
+    """Self-supervised pre-training of one method: batches of uint8 images in, the method's loss out.
+
+    The two views are made on the device after the batch is transferred, with a generator
+    seeded from ``(seed, step, rank)``; the model's own randomness (the Hallucinator's
+    ``lam``, MoCo's shuffle) is seeded from ``(seed, step)``. A resumed run therefore draws
+    exactly what the uninterrupted run would have drawn.
+
+    Example:
+        >>> module = PretrainModule(load_config("configs/quickstart.yaml"), steps_per_epoch=97)
+        >>> trainer = pl.Trainer(max_epochs=1)
+        >>> trainer.fit(module, datamodule)
+    """
+
+    def __init__(self, config: Config | dict[str, Any], steps_per_epoch: int) -> None:
+        super().__init__()
+        config = from_dict(config) if isinstance(config, dict) else config
+        self.save_hyperparameters({"config": to_dict(config), "steps_per_epoch": steps_per_epoch})
+        self.config = config
+        self.steps_per_epoch = steps_per_epoch
+        self.method = build_method(config)
+        self.augment = build_augmentation(config)
+        if config.trainer.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        self.diverged: str | None = None
+        self._generator: torch.Generator | None = None
+
+    @property
+    def total_steps(self) -> int:
+        t = self.config.trainer
+        return t.max_steps if t.max_steps > 0 else t.max_epochs * self.steps_per_epoch
+
+    def configure_model(self) -> None:
+        if self.config.trainer.compile:
+            self.method.backbone = torch.compile(self.method.backbone)
+
+    # ---- data on the device
+
+    def _views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        step = self.global_step
+        if self._generator is None or self._generator.device != images.device:
+            self._generator = torch.Generator(device=images.device)
+        self._generator.manual_seed(step_seed(self.config.seed, step, self.global_rank))
+        with torch.no_grad():
+            if self.augment is None:
+                from hallucinator.data import eval_transform
+
+                view = eval_transform(self.config.data.dataset, images.shape[-1])(images)
+                view1, view2 = view, view.clone()
+            else:
+                view1, view2 = self.augment(images, generator=self._generator)
+        if self.config.trainer.channels_last:
+            view1 = view1.contiguous(memory_format=torch.channels_last)
+            view2 = view2.contiguous(memory_format=torch.channels_last)
+        return view1, view2
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is None or not self.trainer.training:
+            return batch
+        # model-side randomness, the same on every process (one lam per global batch)
+        torch.manual_seed(step_seed(self.config.seed, self.global_step))
+        return self._views(batch)
+
+    # ---- optimisation
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        step = self.global_step
+        weight = warmup_weight(self.config, step, self.steps_per_epoch, self.total_steps)
+        self.method.hallucination_weight = weight
+        view1, view2 = batch
+        out = self.method(view1, view2)
+        loss = out["loss"]
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            self.diverged = (
+                f"the loss became {loss.item()} at step {step} (epoch {self.current_epoch}); training stopped "
+                "without taking this step. Lower optimizer.base_lr, add optimizer.warmup_epochs, or use "
+                "trainer.precision=32-true; the last good checkpoint is kept"
+            )
+            self.trainer.should_stop = True
+            return None
+        sync = self.trainer.world_size > 1
+        log = dict(on_step=True, on_epoch=False, sync_dist=sync, batch_size=view1.shape[0])
+        self.log("train/loss", loss.detach(), prog_bar=True, **log)
+        self.log("train/pos_similarity", out["pos_similarity"], prog_bar=True, **log)
+        self.log("train/loss_original", out["loss_original"].detach(), **log)
+        if "loss_hallucinated" in out:
+            self.log("train/loss_hallucinated", out["loss_hallucinated"].detach(), **log)
+            self.log("train/hallucination_weight", weight, **log)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, **log)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.config, self.method)
+        spe, total = self.steps_per_epoch, self.total_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(self.config, step, spe, total)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["method"] = self.config.model.method
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("method", self.config.model.method) != self.config.model.method:
+            raise ConfigError(
+                f"model.method: the checkpoint was trained with {checkpoint['method']!r}, "
+                f"this config says {self.config.model.method!r}"
+            )

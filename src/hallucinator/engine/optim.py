@@ -1,0 +1,97 @@
+"""Optimisers and learning-rate schedules of the paper's recipes (SGD or LARS; cosine or step, with warm-up)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from hallucinator.engine.config import Config
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling (You et al., 2017), for large batches.
+
+    Each parameter's update is scaled by the trust ratio ``eta * |w| / (|g| + wd * |w|)``.
+    Parameter groups with ``lars=False`` (biases and BatchNorm, by convention) get plain SGD
+    without the trust ratio.
+
+    Example:
+        >>> optimizer = LARS(model.parameters(), lr=4.8, momentum=0.9, weight_decay=1e-6)
+    """
+
+    def __init__(
+        self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001
+    ) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars=True))
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if group["weight_decay"]:
+                    grad = grad.add(p, alpha=group["weight_decay"])
+                if group["lars"]:
+                    w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad)
+                    trust = torch.where(
+                        (w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm)
+                    )
+                    grad = grad.mul(trust)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = grad.clone()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
+                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+        return loss
+
+
+def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD (weight decay on every parameter, as in MoCo/SimCLR/SimSiam code) or LARS."""
+    o = config.optimizer
+    lr = config.lr()
+    if o.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    adapted = [p for p in params if p.ndim > 1]
+    plain = [p for p in params if p.ndim <= 1]
+    return LARS(
+        [{"params": adapted}, {"params": plain, "lars": False, "weight_decay": 0.0}],
+        lr=lr,
+        momentum=o.momentum,
+        weight_decay=o.weight_decay,
+        eta=o.lars_eta,
+    )
+
+
+def lr_factor(config: Config, step: int, steps_per_epoch: int, total_steps: int) -> float:
+    """Multiplier of the peak lr at optimisation ``step`` (0-based): linear warm-up, then the schedule."""
+    o = config.optimizer
+    warmup = o.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return (step + 1) / warmup
+    if o.schedule == "constant":
+        return 1.0
+    if o.schedule == "step":
+        epoch = step / steps_per_epoch
+        return o.gamma ** sum(epoch >= m for m in o.milestones)
+    progress = min(1.0, (step - warmup) / max(1.0, total_steps - warmup))
+    return o.min_lr_ratio + (1.0 - o.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_weight(config: Config, step: int, steps_per_epoch: int, total_steps: int) -> float:
+    """Hallucinated-loss weight at ``step``: ``weight`` ramped linearly from 0 when a warm-up is set."""
+    h = config.hallucinator
+    ramp = h.warmup_epochs * steps_per_epoch if h.warmup_epochs > 0 else h.warmup_fraction * total_steps
+    if ramp <= 0:
+        return h.weight
+    return h.weight * min(1.0, step / ramp)

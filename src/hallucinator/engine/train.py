@@ -1,0 +1,168 @@
+"""``pretrain(config)``: one run of self-supervised pre-training into a run directory.
+
+Run directory (``config.output_dir``)::
+
+    config.yaml                 the resolved config
+    csv/metrics.csv             per-step metrics (loss, lr, images/s, pos_similarity, ...)
+    tensorboard/                the same metrics for TensorBoard
+    checkpoints/last.ckpt       refreshed every epoch, on SIGINT/SIGTERM and at the end
+    checkpoints/epoch=NNNN.ckpt every ``trainer.checkpoint_every_n_epochs`` epochs
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch import nn
+
+from hallucinator.engine.callbacks import Checkpointing, Throughput
+from hallucinator.engine.config import Config, ConfigError, dump_config
+from hallucinator.engine.datamodule import PretrainDataModule
+from hallucinator.engine.module import PretrainModule
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says at which step and what to try."""
+
+
+@dataclass
+class PretrainResult:
+    """What a run produced. ``interrupted`` names the signal that stopped it early (else ``None``)."""
+
+    config: Config
+    output_dir: Path
+    checkpoint: Path
+    global_step: int
+    epoch: int
+    interrupted: str | None
+    train_seconds: float
+    images_per_second: float
+    backbone: nn.Module
+    global_rank: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_precision(config: Config) -> str:
+    """``auto``: bf16 autocast on a GPU that supports it; fp32 on CPU (measured in docs/training.md)."""
+    precision = config.trainer.precision
+    if precision != "auto":
+        return precision
+    accelerator = config.trainer.accelerator
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def build_trainer(config: Config, callbacks: Sequence[pl.Callback], output_dir: Path) -> pl.Trainer:
+    t = config.trainer
+    loggers = [
+        CSVLogger(output_dir, name="csv", version=""),
+        TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False),
+    ]
+    return pl.Trainer(
+        accelerator="gpu" if t.accelerator == "cuda" else t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        sync_batchnorm=t.sync_batchnorm,
+        max_epochs=t.max_epochs if t.max_steps <= 0 else -1,
+        max_steps=t.max_steps,
+        logger=loggers,
+        callbacks=list(callbacks),
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.progress_bar,
+        enable_checkpointing=False,  # Checkpointing writes atomically instead
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        use_distributed_sampler=False,  # StepBatches slices the global batch per process
+        default_root_dir=output_dir,
+    )
+
+
+def pretrain(
+    config: Config, callbacks: Sequence[pl.Callback] = (), *, resume: bool = False, dataset: object | None = None
+) -> PretrainResult:
+    """Pre-train ``config.model`` on ``config.data`` into ``config.output_dir``.
+
+    Args:
+        config: a validated config (``load_config``); ``data.image_size`` and
+            ``trainer.precision`` are resolved in place and saved as ``config.yaml``.
+        callbacks: extra Lightning callbacks (e.g. the kNN monitor of ``hallucinator.evaluation``).
+        resume: continue from ``output_dir/checkpoints/last.ckpt`` with the same step, lr,
+            MoCo queue and random streams.
+        dataset: an ``ImageDataset`` to use instead of building ``config.data.dataset``.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or inf (the last good checkpoint is kept).
+
+    Example:
+        >>> result = pretrain(load_config("configs/quickstart.yaml"))
+        >>> result.checkpoint, result.images_per_second
+    """
+    output_dir = Path(config.output_dir)
+    checkpoints = Checkpointing(
+        output_dir / "checkpoints",
+        every_n_epochs=config.trainer.checkpoint_every_n_epochs,
+        last_every_n_steps=config.trainer.last_every_n_steps,
+    )
+    ckpt_path = None
+    if resume:
+        if not checkpoints.last.is_file():
+            raise FileNotFoundError(
+                f"--resume: no checkpoint at {checkpoints.last}; start the run without --resume or "
+                f"point --output-dir at the run to continue"
+            )
+        ckpt_path = str(checkpoints.last)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = PretrainDataModule(config, dataset)
+    data = datamodule.load()
+    if config.data.image_size is None:
+        config.data.image_size = int(data.images.shape[-1])
+    config.trainer.precision = resolve_precision(config)
+    steps_per_epoch = datamodule.steps_per_epoch()
+    if steps_per_epoch < 1:
+        raise ConfigError(f"data.batch_size: {config.data.batch_size} is larger than the dataset")
+    module = PretrainModule(config, steps_per_epoch)
+    throughput = Throughput()
+    trainer = build_trainer(config, [checkpoints, throughput, *callbacks], output_dir)
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(dump_config(config))
+    with warnings.catch_warnings():
+        # our logging directories are fixed so that a resumed run appends to the same files
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except RuntimeError as error:
+            if ckpt_path and "state_dict" in str(error):
+                raise ConfigError(
+                    f"--resume: {ckpt_path} holds a different model than this config "
+                    f"({config.model.method}, {config.model.backbone} width {config.model.width}): {error}"
+                ) from error
+            raise
+    if module.diverged:
+        raise TrainingDiverged(f"{module.diverged} ({checkpoints.last}).")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    return PretrainResult(
+        config=config,
+        output_dir=output_dir,
+        checkpoint=checkpoints.last,
+        global_step=trainer.global_step,
+        epoch=trainer.current_epoch,
+        interrupted=checkpoints.interrupted,
+        train_seconds=throughput.seconds,
+        images_per_second=throughput.images_per_second,
+        backbone=module.method.backbone,
+        global_rank=trainer.global_rank,
+        metrics=metrics,
+    )
