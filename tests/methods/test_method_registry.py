@@ -1,0 +1,80 @@
+"""The registry, the shared SSLMethod contract for all four methods, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hallucinator import Hallucinator, methods
+
+SMALL = {
+    "mocov1": {"dim": 8, "queue_size": 16, "shuffle_bn_splits": 2},
+    "mocov2": {"dim": 8, "queue_size": 16, "shuffle_bn_splits": 2},
+    "simclr": {"dim": 8},
+    "simsiam": {"dim": 8, "pred_hidden_dim": 4},
+}
+
+
+def test_registry_defaults_are_the_papers_cifar_hyper_parameters() -> None:
+    assert sorted(methods.METHODS) == ["mocov1", "mocov2", "simclr", "simsiam"]
+    v1, v2 = methods.METHODS["mocov1"].hparams, methods.METHODS["mocov2"].hparams
+    for hparams in (v1, v2):
+        assert (hparams["dim"], hparams["queue_size"], hparams["momentum"]) == (128, 65536, 0.999)
+    assert (v1["temperature"], v1["mlp"], v2["temperature"], v2["mlp"]) == (0.07, False, 0.2, True)
+    assert methods.METHODS["simsiam"].hparams["dim"] == 2048
+    assert all(spec.hparams["hallucination_weight"] == 0.5 for spec in methods.METHODS.values())
+
+
+def test_build_picks_class_version_and_defaults(tiny_net) -> None:
+    v1 = methods.build("mocov1", tiny_net())
+    assert isinstance(v1, methods.MoCo) and v1.version == 1 and v1.temperature == 0.07
+    assert isinstance(v1.hallucinator, Hallucinator) and v1.hallucinator.dim == 128
+    assert isinstance(methods.build("simsiam", tiny_net(), hallucinator=False), methods.SimSiam)
+    custom = Hallucinator(dim=8, num_layers=1)
+    assert methods.build("simclr", tiny_net(), hallucinator=custom, dim=8).hallucinator is custom
+
+
+def test_build_rejects_unknown_names_hparams_and_mismatched_hallucinators(tiny_net) -> None:
+    with pytest.raises(ValueError, match=r"choose one of \['mocov1', 'mocov2', 'simclr', 'simsiam'\]"):
+        methods.build("byol", tiny_net())
+    with pytest.raises(ValueError, match=r"\['tau'\].*valid ones are .*'temperature'"):
+        methods.build("simclr", tiny_net(), tau=0.1)
+    with pytest.raises(ValueError, match="Hallucinator\\(dim=128"):
+        methods.build("mocov2", tiny_net(), hallucinator=Hallucinator(dim=64))
+    with pytest.raises(ValueError, match="hallucination_weight"):
+        methods.build("simclr", tiny_net(), hallucination_weight=1.5)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_forward_contract_with_and_without_the_hallucinator(name: str, tiny_net, views) -> None:
+    torch.manual_seed(0)
+    model = methods.build(name, tiny_net(), **SMALL[name]).train()
+    out = model(*views)
+    assert {"loss", "loss_original", "loss_hallucinated", "pos_similarity"} <= set(out)
+    assert not out["pos_similarity"].requires_grad and -1 <= out["pos_similarity"].item() <= 1
+    torch.testing.assert_close(out["loss"], 0.5 * out["loss_original"] + 0.5 * out["loss_hallucinated"])
+    out["loss"].backward()
+    assert all(p.grad is not None for p in model.hallucinator.parameters())
+    assert model.backbone.conv.weight.grad.abs().sum() > 0
+
+    plain = methods.build(name, tiny_net(), hallucinator=False, **SMALL[name]).train()
+    out = plain(*views)
+    assert "loss_hallucinated" not in out and out["loss"] is out["loss_original"]
+    assert plain.hallucinator is None
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_bad_input_says_what_is_wrong_and_what_to_change(name: str, tiny_net) -> None:
+    model = methods.build(name, tiny_net(), **SMALL[name]).train()
+    with pytest.raises(ValueError, match="same shape.*crop both views to the same image size"):
+        model(torch.randn(8, 3, 8, 8), torch.randn(8, 3, 6, 6))
+    with pytest.raises(ValueError, match="batch of 1 image is too small.*at least 2"):
+        model(torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8))
+
+    lying = tiny_net()
+    lying.num_features = 5  # the heads are built for 5 features but the backbone returns 6
+    with pytest.raises(ValueError, match=r"returned features of shape \(8, 6\) but its num_features is 5"):
+        methods.build(name, lying, **SMALL[name]).train()(torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8))
+    with pytest.raises(ValueError, match="num_features"):
+        methods.build(name, nn.Conv2d(3, 4, 3), **SMALL[name])

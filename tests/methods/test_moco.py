@@ -1,0 +1,113 @@
+"""MoCo v1/v2: heads, loss placement, queue, momentum encoder, single-process shuffle-BN, bad input."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hallucinator import Hallucinator
+from hallucinator.losses import info_nce
+from hallucinator.methods import MoCo
+
+
+def _keys(model: MoCo, view2: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return F.normalize(model.momentum_projector(model.momentum_backbone(view2)), dim=1)
+
+
+def test_version_1_has_a_linear_head_and_t_007_version_2_an_mlp_and_t_02(tiny_net) -> None:
+    v1, v2 = MoCo(tiny_net(), version=1), MoCo(tiny_net(), version=2)
+    assert [type(m) for m in v1.projector] == [nn.Linear] and v1.temperature == 0.07
+    assert [type(m) for m in v2.projector] == [nn.Linear, nn.ReLU, nn.Linear] and v2.temperature == 0.2
+    assert (v2.projector[0].in_features, v2.projector[0].out_features, v2.projector[2].out_features) == (6, 6, 128)
+    assert v2.queue.shape == (65536, 128) and v2.momentum == 0.999
+    torch.testing.assert_close(v2.queue.norm(dim=1), torch.ones(65536))
+
+
+@pytest.mark.parametrize("weight", [0.5, 0.2])
+def test_hallucinated_query_is_scored_like_the_query_against_key_and_queue(tiny_net, views, weight: float) -> None:
+    torch.manual_seed(0)
+    hallucinator = Hallucinator(dim=4, num_layers=0, extrapolation=(0.3, 0.3))
+    model = MoCo(tiny_net(), hallucinator=hallucinator, dim=4, queue_size=16, hallucination_weight=weight).eval()
+    out = model(*views)
+    with torch.no_grad():
+        q = model.projector(model.backbone(views[0]))  # raw query: the Hallucinator sees it un-normalised
+        k = _keys(model, views[1])
+        original = info_nce(q, k, model.queue, 0.2)
+        hallucinated = info_nce(1.3 * q - 0.3 * k, k, model.queue, 0.2)
+    torch.testing.assert_close(out["loss_original"], original)
+    torch.testing.assert_close(out["loss_hallucinated"], hallucinated)
+    torch.testing.assert_close(out["loss"], (1 - weight) * original + weight * hallucinated)
+    torch.testing.assert_close(out["pos_similarity"], F.cosine_similarity(q, k).mean())
+
+
+def test_queue_pointer_and_contents_each_key_enqueued_once(tiny_net) -> None:
+    torch.manual_seed(0)
+    model = MoCo(tiny_net(), dim=4, queue_size=24, shuffle_bn_splits=2).train()
+    initial = model.queue.clone()
+    keys = []
+    for step in range(4):
+        view1, view2 = torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8)
+        model(view1, view2)
+        keys.append(_keys(model, view2))  # the momentum encoder as this step used it (no BatchNorm)
+        if step == 0:
+            assert int(model.queue_ptr) == 8
+            torch.testing.assert_close(model.queue[:8], keys[0])
+            torch.testing.assert_close(model.queue[8:], initial[8:])
+    assert int(model.queue_ptr) == 8  # 4 batches of 8 in a queue of 24: wrapped around once
+    torch.testing.assert_close(model.queue, torch.cat([keys[3], keys[1], keys[2]]))
+
+
+def test_momentum_update_and_no_gradient_into_the_momentum_encoder(tiny_net, views) -> None:
+    model = MoCo(tiny_net(), dim=4, queue_size=16, momentum=0.9, shuffle_bn_splits=1).train()
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(1.0)  # make the online encoder differ from its copy
+    online = [p.detach().clone() for p in [*model.backbone.parameters(), *model.projector.parameters()]]
+    target = [p.clone() for p in [*model.momentum_backbone.parameters(), *model.momentum_projector.parameters()]]
+    model(*views)["loss"].backward()
+    updated = [*model.momentum_backbone.parameters(), *model.momentum_projector.parameters()]
+    for new, old, source in zip(updated, target, online):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * source)
+        assert not new.requires_grad and new.grad is None
+    for module in (model.backbone, model.projector, model.hallucinator):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def test_eval_mode_neither_updates_nor_enqueues(tiny_net, views) -> None:
+    model = MoCo(tiny_net(), dim=4, queue_size=16).eval()
+    queue, momentum = model.queue.clone(), [p.clone() for p in model.momentum_backbone.parameters()]
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(1.0)
+    model(*views)
+    assert int(model.queue_ptr) == 0 and torch.equal(model.queue, queue)
+    assert all(torch.equal(a, b) for a, b in zip(model.momentum_backbone.parameters(), momentum))
+
+
+def test_single_process_shuffle_bn_normalises_each_key_within_a_random_group(tiny_net) -> None:
+    torch.manual_seed(0)
+    model = MoCo(tiny_net(batch_norm=True), version=1, dim=4, queue_size=16, shuffle_bn_splits=2).train()
+    view1, view2 = torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8)
+    model(view1, view2)
+    keys = model.queue[:8]
+    groups = [list(g) for g in itertools.combinations(range(8), 4)]
+    with torch.no_grad():  # every candidate group of 4 keys, normalised with that group's own statistics
+        candidates = [F.normalize(model.momentum_projector(model.momentum_backbone(view2[g])), dim=1) for g in groups]
+    whole_batch = _keys(model, view2)
+    for i in range(8):
+        assert any(torch.allclose(c[g.index(i)], keys[i], atol=1e-5) for g, c in zip(groups, candidates) if i in g)
+        assert not torch.allclose(whole_batch[i], keys[i], atol=1e-3)
+
+
+def test_bad_queue_and_batch_sizes_say_what_to_change(tiny_net) -> None:
+    with pytest.raises(ValueError, match="queue_size=20 is not a multiple of the global batch size 8"):
+        MoCo(tiny_net(), queue_size=20, shuffle_bn_splits=1).train()(torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8))
+    with pytest.raises(ValueError, match="at least 16"):
+        MoCo(tiny_net(), queue_size=64, shuffle_bn_splits=8).train()(torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8))
+    with pytest.raises(ValueError, match="version"):
+        MoCo(tiny_net(), version=3)

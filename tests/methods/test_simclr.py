@@ -1,0 +1,42 @@
+"""SimCLR: head, the average of two NT-Xent losses, run-time hallucination weight."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hallucinator import Hallucinator
+from hallucinator.losses import nt_xent
+from hallucinator.methods import SimCLR
+
+
+def test_head_is_linear_bn_relu_linear_with_the_backbone_width(tiny_net) -> None:
+    model = SimCLR(tiny_net())
+    assert [type(m) for m in model.projector] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    assert (model.projector[0].out_features, model.projector[3].out_features) == (6, 128)
+    assert model.temperature == 0.5 and model.hallucinator.dim == 128
+
+
+def test_loss_is_the_weighted_average_of_nt_xent_on_original_and_hallucinated_pairs(tiny_net, views) -> None:
+    torch.manual_seed(0)
+    hallucinator = Hallucinator(dim=5, num_layers=0, extrapolation=(0.3, 0.3))
+    model = SimCLR(tiny_net(), hallucinator=hallucinator, dim=5, temperature=0.4).eval()
+    with torch.no_grad():
+        q, k = model.projector(model.backbone(views[0])), model.projector(model.backbone(views[1]))
+        original = nt_xent(q, k, 0.4)
+        hallucinated = nt_xent(1.3 * q - 0.3 * k, k, 0.4)  # a separate NT-Xent: q_hat's negatives are q_hat and k rows
+    for weight in (0.5, 0.25, 0.0):
+        model.hallucination_weight = weight  # what the engine's warm-up does at run time
+        out = model(*views)
+        torch.testing.assert_close(out["loss_original"], original)
+        torch.testing.assert_close(out["loss_hallucinated"], hallucinated)
+        torch.testing.assert_close(out["loss"], (1 - weight) * original + weight * hallucinated)
+        torch.testing.assert_close(out["pos_similarity"], F.cosine_similarity(q, k).mean())
+
+
+def test_gradients_reach_the_encoder_head_and_hallucinator(tiny_net, views) -> None:
+    model = SimCLR(tiny_net(), dim=8).train()
+    model(*views)["loss"].backward()
+    for module in (model.backbone, model.projector, model.hallucinator):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
