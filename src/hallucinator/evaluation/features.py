@@ -1,0 +1,134 @@
+"""Batched feature extraction from a frozen backbone over an in-memory image tensor."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+Transform = Callable[[Tensor], Tensor]
+
+_AUTOCAST_DTYPES = {"32": None, "fp32": None, "bf16": torch.bfloat16, "16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` picks CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was requested but CUDA is not available; pass --device cpu")
+    return device
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast context for ``precision`` in ``{"32", "bf16", "16"}`` (``"32"`` is a no-op)."""
+    if precision not in _AUTOCAST_DTYPES:
+        raise ValueError(f"precision must be one of {sorted(_AUTOCAST_DTYPES)}, got {precision!r}")
+    dtype = _AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_unit_float(images: Tensor) -> Tensor:
+    """Default transform: uint8 ``[0, 255]`` -> float ``[0, 1]``; float input is passed through."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+def check_images(images: Tensor, name: str = "images") -> None:
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"{name} must be a (N, C, H, W) tensor (e.g. ImageDataset.images), got {shape}")
+
+
+def iterate_batches(num: int, batch_size: int, progress: bool, desc: str) -> Iterator[slice]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    starts = range(0, num, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+    for start in starts:
+        yield slice(start, min(start + batch_size, num))
+
+
+@torch.no_grad()
+def _extract(
+    backbone: nn.Module,
+    images: Tensor,
+    transform: Callable[[Tensor], Tensor | tuple[Tensor, ...]],
+    batch_size: int,
+    device: str | torch.device | None,
+    precision: str,
+    progress: bool,
+) -> list[Tensor]:
+    """Features of every tensor ``transform`` returns per batch, concatenated over batches."""
+    check_images(images)
+    device = resolve_device(device)
+    was_training = backbone.training
+    backbone.eval()
+    outputs: list[list[Tensor]] = []
+    try:
+        for batch in iterate_batches(len(images), batch_size, progress, "features"):
+            views = transform(images[batch].to(device, non_blocking=True))
+            views = views if isinstance(views, tuple | list) else (views,)
+            with autocast(device, precision):
+                outputs.append([backbone(view).float() for view in views])
+    finally:
+        backbone.train(was_training)
+    if not outputs:
+        raise ValueError("images is empty: nothing to extract features from")
+    features = [torch.cat(column) for column in zip(*outputs)]
+    if features[0].ndim != 2:
+        raise ValueError(f"backbone must map images to (N, D) features, got shape {tuple(features[0].shape)}")
+    return features
+
+
+def extract_features(
+    backbone: nn.Module,
+    images: Tensor,
+    *,
+    transform: Transform | None = None,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+    precision: str = "32",
+    progress: bool = False,
+) -> Tensor:
+    """Features ``(N, D)`` (float32, on ``device``) of ``backbone`` over ``images``.
+
+    The backbone runs in eval mode (its previous mode is restored) without gradients. Each
+    batch is moved to the device before ``transform`` runs, so preprocessing happens on the
+    accelerator. ``transform`` defaults to uint8 -> float in ``[0, 1]``.
+
+    Example:
+        >>> from hallucinator.data import eval_transform
+        >>> feats = extract_features(backbone, dataset.images, transform=eval_transform("cifar10", 32))
+    """
+    transform = transform or to_unit_float
+    return _extract(backbone, images, transform, batch_size, device, precision, progress)[0]
+
+
+def extract_pair_features(
+    backbone: nn.Module,
+    images: Tensor,
+    two_views: Callable[[Tensor], tuple[Tensor, Tensor]],
+    *,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+    precision: str = "32",
+    progress: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Features of two augmented views of each image: ``two_views`` maps a batch to ``(view1, view2)``.
+
+    Example:
+        >>> from hallucinator.data import presets
+        >>> q, k = extract_pair_features(backbone, test.images, presets.build("simclr", 32))
+    """
+    features = _extract(backbone, images, two_views, batch_size, device, precision, progress)
+    if len(features) != 2:
+        raise ValueError(f"two_views must return two views per batch, got {len(features)}")
+    return features[0], features[1]

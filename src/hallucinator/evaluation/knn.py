@@ -1,0 +1,267 @@
+"""Weighted k-nearest-neighbour classification (the InstDisc protocol) and a training-time monitor.
+
+Wu et al. (CVPR 2018), "Unsupervised feature learning via non-parametric instance
+discrimination": features are L2-normalised, the ``k`` most cosine-similar training
+features vote for their class with weight ``exp(s / T)``; the class with the largest
+summed weight wins. Defaults ``k = 200``, ``T = 0.1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hallucinator.evaluation.features import Transform, extract_features, resolve_device
+from hallucinator.evaluation.metrics import topk_accuracy, uniformity_metrics
+
+
+@dataclass(frozen=True)
+class KNNResult:
+    """Top-1 / top-5 accuracy in percent."""
+
+    top1: float
+    top5: float
+    k: int
+    temperature: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _check_bank(train_features: Tensor, train_labels: Tensor, test_features: Tensor) -> None:
+    if train_features.ndim != 2 or test_features.ndim != 2:
+        raise ValueError(
+            f"features must be 2-D (N, D); got train {tuple(train_features.shape)}, test {tuple(test_features.shape)}"
+        )
+    if train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(
+            f"train and test features differ in dimension ({train_features.shape[1]} vs {test_features.shape[1]}): "
+            "extract both with the same backbone"
+        )
+    if train_labels.shape != (len(train_features),):
+        raise ValueError(f"train_labels must have shape ({len(train_features)},), got {tuple(train_labels.shape)}")
+    if len(train_features) == 0:
+        raise ValueError("the kNN bank is empty: pass at least one training feature")
+    if (train_labels < 0).any():
+        raise ValueError("train_labels contains negative (unlabeled) entries: kNN needs a labeled bank, e.g. split='train'")
+
+
+@torch.no_grad()
+def topk_neighbours(
+    bank: Tensor, queries: Tensor, k: int, bank_chunk_size: int = 65536
+) -> tuple[Tensor, Tensor]:
+    """Cosine similarities and indices of the ``k`` nearest bank rows for each (normalised) query.
+
+    The bank is scanned in chunks and a running top-k is merged, so memory is
+    ``O(len(queries) * (k + bank_chunk_size))`` however large the bank is.
+    """
+    best_sim = queries.new_empty(len(queries), 0)
+    best_idx = torch.empty(len(queries), 0, dtype=torch.long, device=queries.device)
+    for start in range(0, len(bank), bank_chunk_size):
+        sim = queries @ bank[start : start + bank_chunk_size].T
+        idx = torch.arange(start, start + sim.shape[1], device=queries.device).expand(len(queries), -1)
+        sim = torch.cat([best_sim, sim], dim=1)
+        idx = torch.cat([best_idx, idx], dim=1)
+        best_sim, order = sim.topk(min(k, sim.shape[1]), dim=1)
+        best_idx = idx.gather(1, order)
+    return best_sim, best_idx
+
+
+@torch.no_grad()
+def knn_scores(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    *,
+    k: int = 200,
+    temperature: float = 0.1,
+    num_classes: int | None = None,
+    chunk_size: int = 1024,
+    bank_chunk_size: int = 65536,
+) -> Tensor:
+    """Class scores ``(M, C)``: for each test feature, the summed weights ``exp(s / T)`` per class.
+
+    Features are L2-normalised here; labels are ``0 .. C-1``. Test features are processed
+    ``chunk_size`` at a time on their device (move everything to a GPU first to run there).
+    """
+    _check_bank(train_features, train_labels, test_features)
+    if k < 1 or temperature <= 0:
+        raise ValueError(f"need k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
+    num_classes = num_classes or int(train_labels.max()) + 1
+    device = test_features.device
+    bank = F.normalize(train_features.float(), dim=1).to(device)
+    labels = train_labels.to(device)
+    scores = []
+    for start in range(0, len(test_features), chunk_size):
+        queries = F.normalize(test_features[start : start + chunk_size].float(), dim=1)
+        sim, idx = topk_neighbours(bank, queries, k, bank_chunk_size)
+        weights = (sim / temperature).exp()
+        votes = torch.zeros(len(queries), num_classes, device=device)
+        scores.append(votes.scatter_add_(1, labels[idx], weights))
+    return torch.cat(scores)
+
+
+def knn_classify(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    *,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk_size: int = 1024,
+    bank_chunk_size: int = 65536,
+) -> KNNResult:
+    """Weighted kNN top-1 / top-5 (percent) of ``test_features`` against a labelled bank.
+
+    Example:
+        >>> result = knn_classify(train_feats, train_labels, test_feats, test_labels)
+        >>> result.top1, result.top5
+    """
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    scores = knn_scores(
+        train_features,
+        train_labels,
+        test_features,
+        k=k,
+        temperature=temperature,
+        num_classes=num_classes,
+        chunk_size=chunk_size,
+        bank_chunk_size=bank_chunk_size,
+    )
+    top1, top5 = topk_accuracy(scores, test_labels)
+    return KNNResult(top1=top1, top5=top5, k=k, temperature=temperature)
+
+
+def knn_evaluate(
+    backbone: nn.Module,
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    *,
+    transform: Transform | None = None,
+    k: int = 200,
+    temperature: float = 0.1,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+    precision: str = "32",
+    progress: bool = False,
+) -> tuple[KNNResult, Tensor]:
+    """Extract features of both image sets with ``backbone`` and run :func:`knn_classify`.
+
+    Returns the result and the test features (reused e.g. for the uniformity metrics).
+    """
+    device = resolve_device(device)
+    extract = dict(transform=transform, batch_size=batch_size, device=device, precision=precision, progress=progress)
+    train_features = extract_features(backbone, train_images, **extract)
+    test_features = extract_features(backbone, test_images, **extract)
+    result = knn_classify(train_features, train_labels, test_features, test_labels, k=k, temperature=temperature)
+    return result, test_features
+
+
+def _module_backbone(pl_module: nn.Module) -> nn.Module:
+    """The online encoder of a LightningModule: ``.backbone`` or ``.method.backbone``."""
+    for owner in (pl_module, getattr(pl_module, "method", None)):
+        backbone = getattr(owner, "backbone", None)
+        if isinstance(backbone, nn.Module):
+            return backbone
+    raise AttributeError(
+        f"{type(pl_module).__name__} has neither .backbone nor .method.backbone: KNNMonitor cannot find the encoder"
+    )
+
+
+class KNNMonitor(pl.Callback):
+    """Logs weighted-kNN accuracy (``knn_top1``, ``knn_top5``) and feature uniformity every N epochs.
+
+    Features of a labelled bank and of a test set are extracted with the module's
+    backbone (eval mode, no grad) on the module's device; only global rank 0 computes.
+
+    Example:
+        >>> monitor = KNNMonitor(train.images, train.labels, test.images, test.labels,
+        ...                      transform=eval_transform("cifar10", 32), every_n_epochs=5)
+        >>> trainer = pl.Trainer(callbacks=[monitor])
+    """
+
+    def __init__(
+        self,
+        train_images: Tensor,
+        train_labels: Tensor,
+        test_images: Tensor,
+        test_labels: Tensor,
+        *,
+        transform: Transform | None = None,
+        every_n_epochs: int = 1,
+        k: int = 200,
+        temperature: float = 0.1,
+        batch_size: int = 512,
+        precision: str = "32",
+    ) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.train_images, self.train_labels = train_images, train_labels
+        self.test_images, self.test_labels = test_images, test_labels
+        self.transform = transform
+        self.every_n_epochs = every_n_epochs
+        self.k, self.temperature = k, temperature
+        self.batch_size, self.precision = batch_size, precision
+        self.last: KNNResult | None = None
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: str,
+        data_dir: str,
+        *,
+        bank_size: int | None = None,
+        test_size: int | None = None,
+        image_size: int | None = None,
+        cache_dir: str | None = None,
+        **kwargs,
+    ) -> KNNMonitor:
+        """Monitor on ``dataset``'s train split (bank) and test split, optionally the first N of each."""
+        from hallucinator.data import build_dataset, eval_transform
+
+        train = build_dataset(dataset, data_dir, "train", cache_dir=cache_dir)
+        test = build_dataset(dataset, data_dir, "test", cache_dir=cache_dir)
+        image_size = image_size or train.images.shape[-1]
+        bank, queries = slice(None, bank_size), slice(None, test_size)
+        return cls(
+            train.images[bank],
+            train.labels[bank],
+            test.images[queries],
+            test.labels[queries],
+            transform=eval_transform(dataset, image_size),
+            **kwargs,
+        )
+
+    def evaluate(self, backbone: nn.Module, device: torch.device) -> tuple[KNNResult, Tensor]:
+        return knn_evaluate(
+            backbone,
+            self.train_images,
+            self.train_labels,
+            self.test_images,
+            self.test_labels,
+            transform=self.transform,
+            k=self.k,
+            temperature=self.temperature,
+            batch_size=self.batch_size,
+            device=device,
+            precision=self.precision,
+        )
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        due = epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs
+        if not due or trainer.sanity_checking:
+            return
+        if trainer.global_rank == 0:
+            self.last, test_features = self.evaluate(_module_backbone(pl_module), pl_module.device)
+            figures = {"knn_top1": self.last.top1, "knn_top5": self.last.top5}
+            figures.update(uniformity_metrics(test_features))
+            for name, value in figures.items():
+                pl_module.log(name, value, on_step=False, on_epoch=True, rank_zero_only=True, sync_dist=False)
