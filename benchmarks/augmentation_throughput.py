@@ -1,0 +1,163 @@
+"""Two-view augmentation throughput, CIFAR MoCo v2 recipe: ours (batched tensor ops) vs torchvision PIL.
+
+Both run in a DataLoader with as many workers as cores, batch 512, interleaved round by round
+(each round times ``--batches`` batches of each, after a warm-up that starts the workers):
+- ``torchvision``: per-image PIL transforms (RandomResizedCrop(32, (0.2, 1)), flip,
+  ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8, grayscale p 0.2, ToTensor, Normalize) twice per image,
+  the way lightly, solo-learn (without DALI) and the authors' code feed their models;
+- ``ours_workers``: ``batch_loader(..., transform=presets.build("cifar10-mocov2"))``: each worker
+  gathers a uint8 batch and augments it with one thread;
+- ``ours_main``: ``batch_loader`` without workers and the augmentation in the main process
+  (all cores to torch's intra-op threads), what a GPU-less training loop without a transform does.
+On a CUDA device it also times the two views on the GPU (batch already there).
+
+Images: the real CIFAR-10 (``../shared/datasets``) when present, else random pixels (same cost).
+
+    python benchmarks/augmentation_throughput.py [--images 20480] [--batches 12] [--rounds 3]
+
+Ends with one JSON line of the figures (images per second, each image giving two views).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms as T
+from PIL import Image
+
+from hallucinator.data import ImageDataset, batch_loader, build_dataset, presets
+
+ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+BATCH = 512
+
+
+class PILTwoViews(torch.utils.data.Dataset):
+    """What torchvision-based SSL code does: a PIL image per index, the transform applied twice."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        image = Image.fromarray(self.images[i])
+        return self.transform(image), self.transform(image), int(self.labels[i])
+
+
+def torchvision_recipe() -> T.Compose:
+    r = presets.recipe("cifar10-mocov2")
+    return T.Compose([
+        T.RandomResizedCrop(32, scale=r.scale),
+        T.RandomHorizontalFlip(),
+        T.RandomApply([T.ColorJitter(*r.jitter)], p=r.jitter_p),
+        T.RandomGrayscale(r.grayscale_p),
+        T.ToTensor(),
+        T.Normalize(r.mean, r.std),
+    ])
+
+
+def load_images(count: int, cache_dir: str) -> ImageDataset:
+    if ARCHIVE.is_file():
+        data = build_dataset("cifar10", ARCHIVE, "train", cache_dir=cache_dir)
+        return ImageDataset(data.images[:count].clone(), data.labels[:count].clone(), data.classes)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    return ImageDataset(images, torch.arange(count) % 10, [str(i) for i in range(10)])
+
+
+def time_batches(loader, batches: int) -> float:
+    """Images per second over ``batches`` batches of a fresh pass over ``loader``."""
+    iterator = iter(loader)
+    next(iterator)  # the first batch pays for the pipeline filling up
+    start = time.perf_counter()
+    seen = 0
+    for _ in range(batches):
+        seen += len(next(iterator)[-1])
+    elapsed = time.perf_counter() - start
+    del iterator
+    return seen / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20480)
+    parser.add_argument("--batches", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--cache-dir", default=None, help="dataset cache (default: a temporary folder)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = load_images(args.images, args.cache_dir or tmp)
+    two_views = presets.build("cifar10-mocov2")
+    pil = PILTwoViews(data.images.permute(0, 2, 3, 1).numpy(), data.labels.numpy(), torchvision_recipe())
+    loaders = {
+        "torchvision": torch.utils.data.DataLoader(
+            pil, BATCH, shuffle=True, drop_last=True, num_workers=args.workers, persistent_workers=True
+        ),
+        "ours_workers": batch_loader(
+            data, BATCH, shuffle=True, drop_last=True, num_workers=args.workers, persistent_workers=True,
+            transform=two_views,
+        ),
+        "ours_main": None,
+    }
+
+    def ours_main_pass() -> float:
+        loader = batch_loader(data, BATCH, shuffle=True, drop_last=True)
+        generator = torch.Generator().manual_seed(0)
+        iterator = iter(loader)
+        two_views(next(iterator)[0], generator=generator)
+        start = time.perf_counter()
+        seen = 0
+        for _ in range(args.batches):
+            images, labels = next(iterator)
+            with torch.no_grad():
+                two_views(images, generator=generator)
+            seen += len(labels)
+        return seen / (time.perf_counter() - start)
+
+    results: dict[str, list[float]] = {name: [] for name in loaders}
+    for name, loader in loaders.items():  # warm-up: start the persistent workers
+        if loader is not None:
+            time_batches(loader, 1)
+    for round_index in range(args.rounds):
+        for name, loader in loaders.items():
+            rate = ours_main_pass() if loader is None else time_batches(loader, args.batches)
+            results[name].append(rate)
+            print(f"round {round_index + 1} {name:>13}: {rate:9.0f} images/s (two views each)", flush=True)
+
+    figures: dict[str, object] = {name: round(statistics.median(rates)) for name, rates in results.items()}
+    figures["speedup_workers"] = round(figures["ours_workers"] / figures["torchvision"], 2)
+    figures["speedup_main"] = round(figures["ours_main"] / figures["torchvision"], 2)
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+        gpu_views = presets.build("cifar10-mocov2").to(device)
+        images = data.images[: 4 * BATCH].to(device)
+        generator = torch.Generator(device=device).manual_seed(0)
+        for _ in range(3):
+            gpu_views(images, generator=generator)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        repeats = 20
+        for _ in range(repeats):
+            gpu_views(images, generator=generator)
+        torch.cuda.synchronize()
+        figures["cuda_batch2048"] = round(repeats * images.shape[0] / (time.perf_counter() - start))
+        figures["cuda_device"] = torch.cuda.get_device_name()
+    figures.update(workers=args.workers, batch=BATCH, torch_threads_main=torch.get_num_threads(),
+                   real_cifar10=ARCHIVE.is_file())
+    print(f"ours vs torchvision PIL: workers {figures['speedup_workers']}x, main process {figures['speedup_main']}x")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""Data layer (plain PyTorch): datasets of the paper, a decode-once cache, batched augmentation.
+
+- :func:`build_dataset` -> :class:`ImageDataset` (uint8 images in a memory-mapped cache) or
+  :class:`FileImageDataset` (ImageNet, streamed from files).
+- :func:`batch_loader`: a DataLoader of whole-batch gathers, deterministic, DDP-sharded.
+- :mod:`hallucinator.data.augment`: batched augmentations on any device;
+  :mod:`hallucinator.data.presets`: the paper's two-view recipes and :func:`eval_transform`.
+"""
+
+from hallucinator.data.datasets import DATASETS, FileImageDataset, ImageDataset, build_dataset
+from hallucinator.data.loader import BatchSampler, batch_loader
+from hallucinator.data.presets import eval_transform
+
+__all__ = [
+    "DATASETS",
+    "BatchSampler",
+    "FileImageDataset",
+    "ImageDataset",
+    "batch_loader",
+    "build_dataset",
+    "eval_transform",
+]

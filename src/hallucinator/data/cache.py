@@ -1,0 +1,116 @@
+"""Decode once, memory-map forever: the on-disk uint8 cache of in-memory datasets.
+
+A split is decoded into ``<cache_dir>/<name>-<split>-<key>.images.npy`` (uint8 ``N x 3 x H x W``)
+plus ``.labels.npy`` (int64) and ``.json`` (class names and the fingerprint of the source). The
+key hashes the source path, its size and modification time and the decoding options, so a
+changed source is decoded again and an unchanged one is never read again. Files are written
+under a temporary name and renamed, so an interrupted decode leaves no half-written cache.
+
+The cache directory is ``cache_dir`` when given, else ``$HALLUCINATOR_CACHE``, else
+``~/.cache/hallucinator``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["CachedSplit", "default_cache_dir", "fingerprint", "load_or_build", "open_split"]
+
+# Bump when the decoding itself changes (resize policy, colour conversion): old caches are then ignored.
+FORMAT_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$HALLUCINATOR_CACHE`` if set, else ``~/.cache/hallucinator``."""
+    return Path(os.environ.get("HALLUCINATOR_CACHE") or Path.home() / ".cache" / "hallucinator")
+
+
+def fingerprint(source: Path, files: Iterable[Path] | None = None) -> dict[str, object]:
+    """Identity of a data source: its absolute path, total size and newest modification time.
+
+    A file (an archive, a pickled batch) is its own size and mtime; for a directory pass the
+    ``files`` that make up the split, whose sizes and mtimes are summed and maximised, so adding,
+    removing or rewriting an image changes the key.
+    """
+    source = Path(source).resolve()
+    stats = [source.stat()] if files is None else [Path(f).stat() for f in files]
+    return {
+        "source": str(source),
+        "files": len(stats),
+        "bytes": sum(s.st_size for s in stats),
+        "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
+    }
+
+
+@dataclass(frozen=True)
+class CachedSplit:
+    """A decoded split: memory-mapped images ``(N, 3, H, W)`` uint8, labels ``(N,)`` int64, class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    images_path: Path
+
+
+def open_split(images_path: Path) -> CachedSplit:
+    """Memory-maps a cached split from the path of its ``.images.npy``."""
+    images_path = Path(images_path)
+    stem = str(images_path)[: -len(".images.npy")]
+    meta = json.loads(Path(stem + ".json").read_text())
+    # Copy-on-write mapping: a writable array for torch, whose writes never reach the file.
+    images = torch.from_numpy(np.load(images_path, mmap_mode="c"))
+    labels = torch.from_numpy(np.load(stem + ".labels.npy"))
+    return CachedSplit(images, labels, list(meta["classes"]), images_path)
+
+
+def load_or_build(
+    name: str,
+    split: str,
+    identity: dict[str, object],
+    shape: tuple[int, int, int, int] | Callable[[], tuple[int, int, int, int]],
+    fill: Callable[[np.ndarray], tuple[np.ndarray, list[str]]],
+    cache_dir: str | Path | None = None,
+) -> CachedSplit:
+    """Returns the cached split for ``identity``, decoding it first if it is not cached yet.
+
+    ``shape`` is the ``(N, 3, H, W)`` of the decoded split (or a function computing it, called
+    only on a cache miss); ``fill(images)`` writes every image into the writable memory-mapped
+    ``images`` and returns ``(labels, classes)``.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key_fields = {"name": name, "split": split, "version": FORMAT_VERSION, **identity}
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    stem = cache_dir / f"{name}-{split}-{key}"
+    images_path = Path(f"{stem}.images.npy")
+    if Path(f"{stem}.json").is_file() and images_path.is_file():
+        return open_split(images_path)
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    shape = shape() if callable(shape) else shape
+    suffix = f".tmp{os.getpid()}"
+    tmp_images = Path(f"{stem}.images{suffix}.npy")
+    try:
+        images = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=shape)
+        labels, classes = fill(images)
+        images.flush()
+        del images
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.shape != (shape[0],):
+            raise ValueError(f"{name}/{split}: {labels.shape[0]} labels for {shape[0]} images")
+        np.save(f"{stem}.labels{suffix}.npy", labels)
+        Path(f"{stem}.json{suffix}").write_text(json.dumps({"classes": list(classes), **key_fields}, indent=1))
+        os.replace(tmp_images, images_path)
+        os.replace(f"{stem}.labels{suffix}.npy", f"{stem}.labels.npy")
+        os.replace(f"{stem}.json{suffix}", f"{stem}.json")  # written last: its presence marks a complete cache
+    finally:
+        for leftover in (tmp_images, Path(f"{stem}.labels{suffix}.npy"), Path(f"{stem}.json{suffix}")):
+            leftover.unlink(missing_ok=True)
+    return open_split(images_path)
