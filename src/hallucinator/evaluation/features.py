@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any, Union
 
 import torch
 from torch import Tensor, nn
 
 Transform = Callable[[Tensor], Tensor]
+# An in-memory uint8 tensor (N, C, H, W), or a dataset indexed by a tensor of indices that
+# returns (images, labels) batches (hallucinator.data.FileImageDataset for ImageNet).
+ImageSource = Union[Tensor, Any]
 
 _AUTOCAST_DTYPES = {"32": None, "fp32": None, "bf16": torch.bfloat16, "16": torch.float16, "fp16": torch.float16}
 
@@ -38,10 +42,22 @@ def to_unit_float(images: Tensor) -> Tensor:
     return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
 
 
-def check_images(images: Tensor, name: str = "images") -> None:
-    if not isinstance(images, Tensor) or images.ndim != 4:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"{name} must be a (N, C, H, W) tensor (e.g. ImageDataset.images), got {shape}")
+def check_images(images: ImageSource, name: str = "images") -> None:
+    if isinstance(images, Tensor):
+        if images.ndim != 4:
+            raise ValueError(f"{name} must be a (N, C, H, W) tensor (e.g. ImageDataset.images), got {tuple(images.shape)}")
+    elif not (hasattr(images, "__getitem__") and hasattr(images, "__len__")):
+        raise ValueError(f"{name} must be a (N, C, H, W) tensor or a dataset, got {type(images).__name__}")
+
+
+def gather(images: ImageSource, index: slice | Tensor) -> Tensor:
+    """A batch of ``images``: a tensor is indexed directly; a dataset (``FileImageDataset``) with
+    ``dataset[index_tensor] -> (images, labels)``, one call per batch."""
+    if isinstance(images, Tensor):
+        return images[index]
+    if isinstance(index, slice):
+        index = torch.arange(len(images))[index]
+    return images[index][0]
 
 
 def iterate_batches(num: int, batch_size: int, progress: bool, desc: str) -> Iterator[slice]:
@@ -59,7 +75,7 @@ def iterate_batches(num: int, batch_size: int, progress: bool, desc: str) -> Ite
 @torch.no_grad()
 def _extract(
     backbone: nn.Module,
-    images: Tensor,
+    images: ImageSource,
     transform: Callable[[Tensor], Tensor | tuple[Tensor, ...]],
     batch_size: int,
     device: str | torch.device | None,
@@ -74,7 +90,7 @@ def _extract(
     outputs: list[list[Tensor]] = []
     try:
         for batch in iterate_batches(len(images), batch_size, progress, "features"):
-            views = transform(images[batch].to(device, non_blocking=True))
+            views = transform(gather(images, batch).to(device, non_blocking=True))
             views = views if isinstance(views, tuple | list) else (views,)
             with autocast(device, precision):
                 outputs.append([backbone(view).float() for view in views])
@@ -90,7 +106,7 @@ def _extract(
 
 def extract_features(
     backbone: nn.Module,
-    images: Tensor,
+    images: ImageSource,
     *,
     transform: Transform | None = None,
     batch_size: int = 512,
@@ -114,7 +130,7 @@ def extract_features(
 
 def extract_pair_features(
     backbone: nn.Module,
-    images: Tensor,
+    images: ImageSource,
     two_views: Callable[[Tensor], tuple[Tensor, Tensor]],
     *,
     batch_size: int = 512,

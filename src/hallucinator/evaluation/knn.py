@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hallucinator.evaluation.features import Transform, extract_features, resolve_device
+from hallucinator.evaluation.features import ImageSource, Transform, extract_features, resolve_device
 from hallucinator.evaluation.metrics import topk_accuracy, uniformity_metrics
 
 
@@ -139,9 +139,9 @@ def knn_classify(
 
 def knn_evaluate(
     backbone: nn.Module,
-    train_images: Tensor,
+    train_images: ImageSource,
     train_labels: Tensor,
-    test_images: Tensor,
+    test_images: ImageSource,
     test_labels: Tensor,
     *,
     transform: Transform | None = None,

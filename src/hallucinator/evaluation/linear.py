@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hallucinator.evaluation.features import Transform, autocast, extract_features, resolve_device
+from hallucinator.evaluation.features import ImageSource, Transform, autocast, extract_features, gather, resolve_device
 from hallucinator.evaluation.metrics import topk_accuracy
 
 IMAGENET_LR = 30.0
@@ -158,9 +158,9 @@ def linear_probe_features(
 
 def linear_probe(
     backbone: nn.Module,
-    train_images: Tensor,
+    train_images: ImageSource,
     train_labels: Tensor,
-    test_images: Tensor,
+    test_images: ImageSource,
     test_labels: Tensor,
     config: LinearConfig = LinearConfig(),
     *,
@@ -191,7 +191,7 @@ def linear_probe(
 
     @torch.no_grad()
     def batch_features(indices: Tensor) -> Tensor:
-        images = train_transform(train_images[indices.cpu()].to(device, non_blocking=True))
+        images = train_transform(gather(train_images, indices.cpu()).to(device, non_blocking=True))
         with autocast(device, precision):
             return backbone(images).float()
 

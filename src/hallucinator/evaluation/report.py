@@ -1,0 +1,226 @@
+"""A Markdown comparison of pre-training runs in the layout of the paper's Table 1, plus the figures.
+
+Each run directory (written by ``hallucinator pretrain``) supplies ``config.yaml`` (method,
+dataset, Hallucinator on/off and warm-up, epochs, seed), ``csv/metrics.csv`` (the last
+logged ``knn_top1`` and ``train/pos_similarity``) and, when the evaluation commands were
+run on its checkpoint, ``evaluation.json`` (kNN, linear and representation metrics; these
+take precedence over the training-time figures).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from hallucinator.evaluation.plots import metric_series, plot_positive_similarity, plot_training_curves, read_metrics
+
+EVALUATION_FILE = "evaluation.json"
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+@dataclass
+class RunSummary:
+    """The figures of one run that the tables show (``None``: not measured)."""
+
+    name: str
+    method: str
+    dataset: str
+    hallucinator: bool
+    warmup: str
+    epochs: int | None
+    seed: int | None
+    knn_top1: float | None = None
+    linear_top1: float | None = None
+    linear_mode: str | None = None
+    pos_similarity: float | None = None
+    alignment: float | None = None
+    uniformity: float | None = None
+    g2: float | None = None
+    wall_seconds: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def arm(self) -> tuple[str, str, bool, str]:
+        """Runs that differ only in their seed share an arm."""
+        return self.method, self.dataset, self.hallucinator, self.warmup
+
+
+def run_dir_of(checkpoint: str | Path) -> Path | None:
+    """The run directory of ``RUN/checkpoints/*.ckpt``, or ``None`` for a checkpoint elsewhere."""
+    checkpoint = Path(checkpoint).resolve()
+    run = checkpoint.parent.parent
+    return run if checkpoint.parent.name == "checkpoints" and (run / "config.yaml").is_file() else None
+
+
+def save_evaluation(run_dir: str | Path, key: str, figures: dict) -> Path:
+    """Merges ``{key: figures}`` into ``RUN_DIR/evaluation.json`` (what :func:`load_run` reads)."""
+    path = Path(run_dir) / EVALUATION_FILE
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[key] = figures
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _last(metrics: dict[str, np.ndarray], name: str) -> float | None:
+    _, values = metric_series(metrics, name)
+    return float(values[-1]) if len(values) else None
+
+
+def _wall_seconds(run_dir: Path, evaluation: dict) -> float | None:
+    """Training wall time: ``evaluation.json``'s ``train.seconds`` if recorded, else config.yaml -> last.ckpt mtimes.
+
+    The fallback spans the last (re)start of the run: ``pretrain`` writes ``config.yaml``
+    just before training and ``last.ckpt`` last.
+    """
+    if "train" in evaluation and "seconds" in evaluation["train"]:
+        return float(evaluation["train"]["seconds"])
+    config, checkpoint = run_dir / "config.yaml", run_dir / CHECKPOINT
+    if config.is_file() and checkpoint.is_file():
+        return max(0.0, checkpoint.stat().st_mtime - config.stat().st_mtime)
+    return None
+
+
+def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
+    """The :class:`RunSummary` of one run directory."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml); pass directories written by pretrain")
+    config = yaml.safe_load(config_path.read_text())
+    evaluation_path = run_dir / EVALUATION_FILE
+    evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else {}
+    try:
+        metrics = read_metrics(run_dir)
+    except FileNotFoundError:
+        metrics = {}
+    hall = config.get("hallucinator", {})
+    warmup = (f"{hall['warmup_epochs']:g} ep" if hall.get("warmup_epochs") else
+              f"{hall['warmup_fraction']:.0%}" if hall.get("warmup_fraction") else "-")
+    completed = metrics.get("epoch")
+    linear = evaluation.get("linear_full") or evaluation.get("linear_fast") or {}
+    representation = evaluation.get("metrics", {})
+    return RunSummary(
+        name=name or run_dir.name,
+        method=config["model"]["method"],
+        dataset=config["data"]["dataset"],
+        hallucinator=bool(hall.get("enabled", False)),
+        warmup=warmup if hall.get("enabled") else "-",
+        epochs=int(np.nanmax(completed)) + 1 if completed is not None and len(completed) else None,
+        seed=config.get("seed"),
+        knn_top1=evaluation.get("knn", {}).get("top1", _last(metrics, "knn_top1")),
+        linear_top1=linear.get("top1"),
+        linear_mode=linear.get("mode"),
+        pos_similarity=representation.get("pos_similarity", _last(metrics, "pos_similarity")),
+        alignment=representation.get("alignment"),
+        uniformity=representation.get("uniformity", _last(metrics, "uniformity")),
+        g2=representation.get("g2", _last(metrics, "g2")),
+        wall_seconds=_wall_seconds(run_dir, evaluation),
+    )
+
+
+# ---- formatting
+
+COLUMNS = (
+    ("method", "method"), ("dataset", "dataset"), ("Hallucinator", "hallucinator"), ("warm-up", "warmup"),
+    ("epochs", "epochs"), ("kNN top-1", "knn_top1"), ("linear top-1", "linear_top1"),
+    ("pos. sim.", "pos_similarity"), ("alignment", "alignment"), ("uniformity", "uniformity"),
+    ("G_2", "g2"), ("wall time", "wall_seconds"),
+)
+DIGITS = {"knn_top1": 2, "linear_top1": 2, "pos_similarity": 3, "alignment": 3, "uniformity": 3, "g2": 4}
+
+
+def _cell(attribute: str, values: list) -> str:
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not present:
+        return "-"
+    if attribute == "hallucinator":
+        return "✓" if present[0] else "✗"
+    if attribute == "wall_seconds":
+        return f"{statistics.fmean(present) / 60:.1f} min"
+    if attribute not in DIGITS:
+        return str(present[0])
+    mean = statistics.fmean(present)
+    spread = f" ± {statistics.stdev(present):.{DIGITS[attribute]}f}" if len(present) > 1 else ""
+    return f"{mean:.{DIGITS[attribute]}f}{spread}"
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def runs_table(runs: Sequence[RunSummary]) -> str:
+    """One row per run."""
+    rows = [[run.name, *(_cell(attr, [getattr(run, attr)]) for _, attr in COLUMNS)] for run in runs]
+    return _markdown(["run", *(title for title, _ in COLUMNS)], rows)
+
+
+def arms_table(runs: Sequence[RunSummary]) -> str:
+    """Runs that differ only in seed pooled: mean ± sample standard deviation, with the number of seeds."""
+    arms: dict[tuple, list[RunSummary]] = defaultdict(list)
+    for run in runs:
+        arms[run.arm].append(run)
+    rows = [[*(_cell(attr, [getattr(r, attr) for r in members]) for _, attr in COLUMNS), str(len(members))]
+            for members in arms.values()]
+    return _markdown([*(title for title, _ in COLUMNS), "runs"], rows)
+
+
+def paper_table(runs: Sequence[RunSummary], metric: str = "linear_top1") -> str:
+    """The paper's Table 1 layout: methods as rows, each dataset as a ✗ / ✓ pair of columns (runs without warm-up)."""
+    cells: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
+    for run in runs:
+        if run.warmup == "-" and getattr(run, metric) is not None:
+            cells[run.method, run.dataset, run.hallucinator].append(getattr(run, metric))
+    datasets = sorted({d for _, d, _ in cells})
+    methods = sorted({m for m, _, _ in cells})
+    header = ["Dataset", *(f"{d} {mark}" for d in datasets for mark in ("✗", "✓"))]
+    rows = [[m, *(_cell(metric, cells.get((m, d, h), [])) for d in datasets for h in (False, True))] for m in methods]
+    return _markdown(header, rows)
+
+
+def write_report(
+    run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Sequence[str] | None = None
+) -> Path:
+    """``OUT/report.md`` with the three tables, and the Fig. 4 and training-curve plots beside it."""
+    out_dir = Path(out_dir)
+    names = list(names) if names else _unique_names(run_dirs)
+    runs = [load_run(run_dir, name) for run_dir, name in zip(run_dirs, names)]
+    labelled = dict(zip(names, run_dirs))
+    plots = []
+    with_metrics = {name: d for name, d in labelled.items() if (Path(d) / "csv" / "metrics.csv").is_file()}
+    if with_metrics:
+        plots += plot_positive_similarity(with_metrics, out_dir / "positive_similarity")
+        plots += plot_training_curves(with_metrics, out_dir / "training_curves")
+    modes = sorted({run.linear_mode for run in runs if run.linear_mode})
+    sections = [
+        "# Run comparison",
+        f"Linear top-1 from the {' / '.join(modes) or 'not yet run'} linear protocol; kNN: weighted kNN, k=200, T=0.1; "
+        "pos. sim., alignment, uniformity and G_2 on backbone features of held-out images "
+        "(training-time values where `hallucinator metrics` was not run).",
+        "## Table 1 layout (linear top-1, %)", paper_table(runs),
+        "## Table 1 layout (kNN top-1, %)", paper_table(runs, "knn_top1"),
+        "## Arms (mean ± std over seeds)", arms_table(runs),
+        "## Runs", runs_table(runs),
+    ]
+    sections += ["## Figures", *(f"![{p.stem}]({p.name})" for p in plots if p.suffix == ".png")]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = out_dir / "report.md"
+    report.write_text("\n\n".join(sections) + "\n")
+    return report
+
+
+def _unique_names(run_dirs: Sequence[str | Path]) -> list[str]:
+    names = [Path(d).resolve().name for d in run_dirs]
+    if len(set(names)) == len(names):
+        return names
+    return [str(Path(d)) for d in run_dirs]
