@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 
 LAST = "last.ckpt"
 
@@ -22,7 +23,7 @@ def _atomic_copy(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-class Checkpointing(pl.Callback):
+class Checkpointing(Checkpoint):
     """Keeps ``checkpoints/last.ckpt`` current and saves it before a signalled exit.
 
     - ``last.ckpt`` at the end of every epoch (and every ``last_every_n_steps`` steps),
@@ -32,6 +33,7 @@ class Checkpointing(pl.Callback):
     - SIGINT / SIGTERM (Ctrl-C, preemption, ``scancel``) set a flag; after the current step
       all processes agree, ``last.ckpt`` is saved and training stops (``interrupted`` names
       the signal). A second signal is handled by the previous handler (e.g. Ctrl-C again).
+    - As a ``Checkpoint`` it runs after the other callbacks, so it sees a stop they request.
     - After a non-finite loss (``pl_module.diverged``) nothing is saved: the last good
       checkpoint stays.
 
@@ -93,7 +95,11 @@ class Checkpointing(pl.Callback):
             self.interrupted = signal.Signals(self._received or signal.SIGTERM).name
             self.save_last(trainer)
             trainer.should_stop = True
-        elif self.last_every_n_steps and trainer.global_step % self.last_every_n_steps == 0:
+        elif (
+            trainer.should_stop  # stopped mid-epoch by another callback: save before the loop closes the epoch
+            or 0 < trainer.max_steps <= trainer.global_step
+            or (self.last_every_n_steps and trainer.global_step % self.last_every_n_steps == 0)
+        ):
             self.save_last(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -105,7 +111,7 @@ class Checkpointing(pl.Callback):
             _atomic_copy(self.last, self.directory / f"epoch={epoch:04d}.ckpt")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.save_last(trainer)  # a run ended by max_steps mid-epoch
+        self.save_last(trainer)  # no-op unless the run stopped in a way not seen above
 
 
 class Throughput(pl.Callback):

@@ -3,7 +3,7 @@
 Run directory (``config.output_dir``)::
 
     config.yaml                 the resolved config
-    csv/metrics.csv             per-step metrics (loss, lr, images/s, pos_similarity, ...)
+    csv/version_N/metrics.csv   per-step metrics (loss, lr, images/s, pos_similarity, ...); N counts (re)starts
     tensorboard/                the same metrics for TensorBoard
     checkpoints/last.ckpt       refreshed every epoch, on SIGINT/SIGTERM and at the end
     checkpoints/epoch=NNNN.ckpt every ``trainer.checkpoint_every_n_epochs`` epochs
@@ -63,7 +63,7 @@ def resolve_precision(config: Config) -> str:
 def build_trainer(config: Config, callbacks: Sequence[pl.Callback], output_dir: Path) -> pl.Trainer:
     t = config.trainer
     loggers = [
-        CSVLogger(output_dir, name="csv", version=""),
+        CSVLogger(output_dir, name="csv"),  # a resumed run writes the next csv/version_N
         TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False),
     ]
     return pl.Trainer(
@@ -79,7 +79,7 @@ def build_trainer(config: Config, callbacks: Sequence[pl.Callback], output_dir: 
         callbacks=list(callbacks),
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.progress_bar,
-        enable_checkpointing=False,  # Checkpointing writes atomically instead
+        enable_checkpointing=True,  # with our Checkpointing in the list, Lightning adds no ModelCheckpoint
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
