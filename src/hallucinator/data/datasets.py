@@ -324,11 +324,14 @@ class _Listing:
     identity: dict[str, object]
 
 
-def _label_entries(entries: list[tuple[str, str, str]], folders: list[str], where: str) -> tuple[list[int], list[str], list[int]]:
-    """``entries`` = (folder, class or '', name) -> order (sorted), labels, classes of the train folder."""
-    classes = sorted({cls for folder, cls, _ in entries if folder == "train" and cls})
-    if not classes:
-        classes = sorted({cls for folder, cls, _ in entries if cls})
+def _label_entries(
+    entries: list[tuple[str, str, str]], folders: list[str], train_classes: set[str], where: str
+) -> tuple[list[int], list[str], list[int]]:
+    """``entries`` = (folder, class or '', name) -> order (sorted), classes (train's), labels.
+
+    Labels index the sorted class folders of ``train/`` whatever the split, so train and test agree.
+    """
+    classes = sorted(train_classes) or sorted({cls for _, cls, _ in entries if cls})
     index = {name: i for i, name in enumerate(classes)}
     order = sorted(range(len(entries)), key=lambda i: (folders.index(entries[i][0]), entries[i][1], entries[i][2]))
     labels = []
@@ -350,8 +353,11 @@ def _list_archive(path: Path, split: str) -> _Listing:
     with tarfile.open(path) as archive:
         members = [m for m in archive.getmembers() if m.isfile() and m.name.lower().endswith(IMAGE_EXTENSIONS)]
         folders_seen: set[str] = set()
+        train_classes: set[str] = set()
         for member in members:
             parts = Path(member.name).parts
+            if len(parts) >= 3 and parts[-3] == "train":
+                train_classes.add(parts[-2])
             for depth in (-3, -2):  # <split>/<class>/<file> or unlabeled/<file>
                 if len(parts) >= -depth and parts[depth] in ("train", "test", "val", "unlabeled"):
                     folders_seen.add(parts[depth])
@@ -371,7 +377,7 @@ def _list_archive(path: Path, split: str) -> _Listing:
             else:
                 continue
             blobs.append(archive.extractfile(member).read())
-    order, classes, labels = _label_entries(entries, folders, str(path))
+    order, classes, labels = _label_entries(entries, folders, train_classes, str(path))
     items = [(f"{path}:{entries[i][2]}", (lambda blob=blobs[i]: blob)) for i in order]
     return _Listing(items, np.asarray(labels, dtype=np.int64), classes, cache.fingerprint(path))
 
@@ -395,7 +401,8 @@ def _list_folder(root: Path, split: str) -> _Listing:
             entries += [(folder, class_dir.name, str(f)) for f in _image_files(class_dir)]
     if not entries:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}/{'+'.join(folders)}")
-    order, classes, labels = _label_entries(entries, folders, str(root))
+    train_classes = {p.name for p in (root / "train").iterdir() if p.is_dir()} if (root / "train").is_dir() else set()
+    order, classes, labels = _label_entries(entries, folders, train_classes, str(root))
     files = [entries[i][2] for i in order]
     items = [(f, (lambda f=f: Path(f).read_bytes())) for f in files]
     return _Listing(items, np.asarray(labels, dtype=np.int64), classes, cache.fingerprint(root, files))
