@@ -78,14 +78,17 @@ class DataConfig:
     """Where the decoded uint8 cache goes (``None``: the data layer's default)."""
     image_size: int | None = None
     """Training resolution; ``None`` = the dataset's native size."""
-    preset: str = "hallucinator"
-    """Augmentation preset of ``hallucinator.data.presets``, or ``none`` (both views = the plain image)."""
+    preset: str | None = None
+    """Augmentation preset of ``hallucinator.data.presets`` (``None``: ``<dataset>-<method>``), or
+    ``none``: no augmentation, both views are the plain image (a debugging aid)."""
     augment: dict[str, Any] = field(default_factory=dict)
     """Overrides passed to the preset (e.g. ``center_p: 0.6``)."""
     batch_size: int = 512
     """Global batch (all processes together); the lr is scaled by it (see ``optimizer``)."""
     limit: int | None = None
     """Use only the first ``limit`` pre-training images (quick runs and tests)."""
+    num_workers: int = 0
+    """Worker processes gathering batches (0 for in-memory datasets; use 8+ for streamed ImageNet)."""
 
 
 @dataclass
@@ -130,6 +133,8 @@ class TrainerConfig:
     """Run the kNN monitor (when one is passed to ``pretrain``) every N epochs; 0 = off."""
     log_every_n_steps: int = 10
     progress_bar: bool = True
+    cpu_threads: int | None = None
+    """``torch.set_num_threads`` for CPU runs (``None``: PyTorch's default, one per core)."""
 
 
 @dataclass
@@ -290,6 +295,7 @@ def validate(config: Config) -> None:
         raise ConfigError("hallucinator.warmup_epochs and hallucinator.warmup_fraction: set at most one of them")
     d = config.data
     _positive("data.batch_size", d.batch_size)
+    _positive("data.num_workers", d.num_workers, allow_zero=True)
     if d.image_size is not None:
         _positive("data.image_size", d.image_size)
     if d.limit is not None:
@@ -319,6 +325,8 @@ def validate(config: Config) -> None:
     for key in ("checkpoint_every_n_epochs", "last_every_n_steps", "knn_every_n_epochs"):
         _positive(f"trainer.{key}", getattr(t, key), allow_zero=True)
     _positive("trainer.log_every_n_steps", t.log_every_n_steps)
+    if t.cpu_threads is not None:
+        _positive("trainer.cpu_threads", t.cpu_threads)
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import lightning.pytorch as pl
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from hallucinator.engine.config import Config, ConfigError
 
@@ -17,7 +18,8 @@ class StepBatches:
     is ``order[i * B:(i + 1) * B]`` (the last partial batch is dropped) and process ``r`` of
     ``W`` takes its ``r``-th slice of ``B / W`` images. ``__iter__`` asks ``position()``
     for the global step, so after a restore it resumes at the next unseen batch. The images
-    are gathered with one index operation per batch (no per-image Python).
+    are gathered with one index operation per batch (no per-image Python); with
+    ``num_workers`` > 0 (streamed datasets such as ImageNet) batches are gathered in worker processes.
 
     Example:
         >>> batches = StepBatches(dataset, batch_size=512, seed=0, position=lambda: trainer.global_step)
@@ -33,6 +35,7 @@ class StepBatches:
         rank: int = 0,
         world_size: int = 1,
         limit: int | None = None,
+        num_workers: int = 0,
     ) -> None:
         if batch_size % world_size:
             raise ConfigError(
@@ -49,6 +52,7 @@ class StepBatches:
         self.seed = seed
         self.position = position
         self.rank, self.world_size = rank, world_size
+        self.num_workers = num_workers
 
     def __len__(self) -> int:
         return self.num_images // self.batch_size
@@ -57,13 +61,39 @@ class StepBatches:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.num_images, generator=generator)
 
+    def batch(self, epoch_order: torch.Tensor, number: int) -> torch.Tensor:
+        """This process's slice of global batch ``number`` of the epoch with ``epoch_order``."""
+        local = self.batch_size // self.world_size
+        first = number * self.batch_size + self.rank * local
+        images, _ = self.dataset[epoch_order[first : first + local]]
+        return images
+
     def __iter__(self) -> Iterator[torch.Tensor]:
         epoch, start = divmod(self.position(), len(self))
         order = self.order(epoch)
-        local = self.batch_size // self.world_size
-        for i in range(start, len(self)):
-            first = i * self.batch_size + self.rank * local
-            yield self.dataset.images[order[first : first + local]]
+        if self.num_workers == 0:
+            return (self.batch(order, number) for number in range(start, len(self)))
+        # streamed datasets decode files: gather whole batches in worker processes
+        return iter(
+            DataLoader(
+                _EpochBatches(self, order),
+                sampler=range(start, len(self)),
+                batch_size=None,
+                num_workers=self.num_workers,
+                pin_memory=torch.cuda.is_available(),
+            )
+        )
+
+
+class _EpochBatches(Dataset):
+    def __init__(self, batches: StepBatches, order: torch.Tensor) -> None:
+        self.batches, self.order = batches, order
+
+    def __getitem__(self, number: int) -> torch.Tensor:
+        return self.batches.batch(self.order, number)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 class PretrainDataModule(pl.LightningDataModule):
@@ -105,4 +135,5 @@ class PretrainDataModule(pl.LightningDataModule):
             rank=trainer.global_rank,
             world_size=trainer.world_size,
             limit=self.config.data.limit,
+            num_workers=self.config.data.num_workers,
         )

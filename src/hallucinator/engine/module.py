@@ -50,16 +50,24 @@ def build_method(config: Config) -> SSLMethod:
 
 
 def build_augmentation(config: Config) -> nn.Module | None:
-    """The two-view augmentation of ``config.data`` (``None`` for preset ``none``: both views = the image)."""
+    """The two-view augmentation of ``config.data`` (``None`` for preset ``none``: both views = the image).
+
+    Without the Hallucinator, neither view uses the center-suppressed crop unless
+    ``data.augment.center_crop_views`` says so: the plain method is the paper's baseline.
+    """
     data = config.data
     if data.preset == "none":
         return None
     from hallucinator.data import presets
 
+    name = data.preset or f"{data.dataset}-{config.model.method}"
+    overrides = dict(data.augment)
+    if not config.hallucinator.enabled:
+        overrides.setdefault("center_crop_views", ())
     try:
-        return presets.build(data.preset, data.image_size, **data.augment)
-    except (TypeError, ValueError, KeyError) as error:
-        raise ConfigError(f"data.preset / data.augment: {error}") from error
+        return presets.build(name, data.image_size, **overrides)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"data.preset / data.augment ({name}): {error}") from error
 
 
 class PretrainModule(pl.LightningModule):
@@ -84,6 +92,10 @@ class PretrainModule(pl.LightningModule):
         self.steps_per_epoch = steps_per_epoch
         self.method = build_method(config)
         self.augment = build_augmentation(config)
+        if self.augment is None:
+            from hallucinator.data import eval_transform
+
+            self._plain = eval_transform(config.data.dataset, config.data.image_size)
         if config.trainer.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.diverged: str | None = None
@@ -107,9 +119,7 @@ class PretrainModule(pl.LightningModule):
         self._generator.manual_seed(step_seed(self.config.seed, step, self.global_rank))
         with torch.no_grad():
             if self.augment is None:
-                from hallucinator.data import eval_transform
-
-                view = eval_transform(self.config.data.dataset, images.shape[-1])(images)
+                view = self._plain(images)
                 view1, view2 = view, view.clone()
             else:
                 view1, view2 = self.augment(images, generator=self._generator)

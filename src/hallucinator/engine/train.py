@@ -60,6 +60,16 @@ def resolve_precision(config: Config) -> str:
     return "32-true"
 
 
+def default_image_size(config: Config, dataset: object) -> int:
+    """In-memory datasets train at their stored size; streamed ones (ImageNet) at the preset's (224)."""
+    images = getattr(dataset, "images", None)
+    if isinstance(images, torch.Tensor):
+        return int(images.shape[-1])
+    from hallucinator.data import presets
+
+    return presets.recipe(config.data.preset or f"{config.data.dataset}-{config.model.method}").image_size
+
+
 def build_trainer(config: Config, callbacks: Sequence[pl.Callback], output_dir: Path) -> pl.Trainer:
     t = config.trainer
     loggers = [
@@ -122,11 +132,13 @@ def pretrain(
                 f"point --output-dir at the run to continue"
             )
         ckpt_path = str(checkpoints.last)
+    if config.trainer.cpu_threads:
+        torch.set_num_threads(config.trainer.cpu_threads)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = PretrainDataModule(config, dataset)
     data = datamodule.load()
     if config.data.image_size is None:
-        config.data.image_size = int(data.images.shape[-1])
+        config.data.image_size = default_image_size(config, data)
     config.trainer.precision = resolve_precision(config)
     steps_per_epoch = datamodule.steps_per_epoch()
     if steps_per_epoch < 1:
