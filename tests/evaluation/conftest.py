@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import tarfile
 from collections import defaultdict
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 1000, 200
+STEPS_PER_EPOCH, EPOCHS = 10, 3
 
 
 def _decode_first(archive_path: Path, quota: dict[str, int]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -43,3 +45,41 @@ def raw_pixel_features(images: torch.Tensor) -> torch.Tensor:
     """The README's raw-pixel features: each image's pixels, mean-centred and L2-normalised."""
     pixels = images.flatten(1).double() / 255
     return F.normalize(pixels - pixels.mean(dim=1, keepdim=True), dim=1).float()
+
+
+def fabricate_checkpoint(run_dir: Path, *, backbone: str = "resnet18", width: int = 8, dataset: str = "cifar10",
+                         data_dir: str = "data", hallucinator: bool = True, seed: int = 0) -> Path:
+    """A checkpoint in the documented format (a Lightning checkpoint dict with ``state_dict`` holding
+    ``method.backbone.*`` and ``hyper_parameters.config``), plus the run directory's ``config.yaml``."""
+    from hallucinator import backbones
+    from hallucinator.engine.config import Config, dump_config, to_dict
+
+    config = Config(seed=seed, output_dir=str(run_dir))
+    config.model.backbone, config.model.width, config.model.cifar_stem = backbone, width, backbone == "resnet18"
+    config.data.dataset, config.data.data_dir, config.data.image_size = dataset, data_dir, 32
+    config.hallucinator.enabled = hallucinator
+    torch.manual_seed(seed)
+    net = backbones.build(backbone, cifar_stem=config.model.cifar_stem, width=width)
+    state = {f"method.backbone.{key}": value for key, value in net.state_dict().items()}
+    state["method.projector.weight"] = torch.zeros(2, 2)  # other method weights are ignored by load_backbone
+    path = run_dir / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 0, "global_step": 1, "state_dict": state, "hyper_parameters": {"config": to_dict(config)}}, path)
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    return path
+
+
+def write_metrics(run_dir, slope: float) -> None:
+    """A metrics.csv as Lightning's CSVLogger writes it: per-step rows, plus an epoch-end kNN row."""
+    path = run_dir / "csv" / "metrics.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = ["epoch", "step", "knn_top1", "train/loss", "train/pos_similarity"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, names)
+        writer.writeheader()
+        for step in range(STEPS_PER_EPOCH * EPOCHS):
+            epoch = step // STEPS_PER_EPOCH
+            writer.writerow({"epoch": epoch, "step": step, "train/loss": 5 - slope * step,
+                             "train/pos_similarity": 1 - slope * step / 100})
+            if step % STEPS_PER_EPOCH == STEPS_PER_EPOCH - 1:
+                writer.writerow({"epoch": epoch, "step": step, "knn_top1": 20 + 10 * epoch * slope})

@@ -61,6 +61,7 @@ def test_config_for_dataset():
     assert LinearConfig.for_dataset("tiny-imagenet").lr == 10
     short = LinearConfig.for_dataset("cifar10", epochs=10)
     assert short.milestones == (6, 8) and short.epochs == 10
+    assert LinearConfig.for_dataset("cifar10", epochs=None, lr=None) == LinearConfig()  # unset CLI options
     with pytest.raises(ValueError, match="epochs"):
         LinearConfig(epochs=0)
 

@@ -43,12 +43,14 @@ class LinearConfig:
         """The paper's recipe for ``dataset`` (lr 30 for ImageNet variants, 10 otherwise).
 
         ``milestones`` scale with ``epochs`` when only ``epochs`` is overridden (60 % and 80 %).
+        Overrides that are ``None`` (unset command-line options) are ignored.
         """
         config = cls(lr=IMAGENET_LR if "imagenet" in dataset.lower() and "tiny" not in dataset.lower() else cls.lr)
+        overrides = {key: value for key, value in overrides.items() if value is not None}
         if "epochs" in overrides and "milestones" not in overrides:
             epochs = overrides["epochs"]
             overrides["milestones"] = (round(0.6 * epochs), round(0.8 * epochs))
-        return replace(config, **{key: value for key, value in overrides.items() if value is not None})
+        return replace(config, **overrides)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:

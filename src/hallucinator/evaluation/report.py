@@ -14,7 +14,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,6 @@ class RunSummary:
     uniformity: float | None = None
     g2: float | None = None
     wall_seconds: float | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def arm(self) -> tuple[str, str, bool, str]:

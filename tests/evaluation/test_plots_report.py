@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+
+import numpy as np
+import pytest
+import torch
+
+from hallucinator.evaluation.plots import (
+    circle_kde,
+    metric_series,
+    plot_feature_distribution,
+    plot_positive_similarity,
+    plot_training_curves,
+    read_metrics,
+)
+from hallucinator.evaluation.report import load_run, paper_table, save_evaluation, write_report
+from tests.evaluation.conftest import fabricate_checkpoint, write_metrics
+
+
+def make_run(tmp_path, name, *, hallucinator, seed, slope=1.0, evaluation=None):
+    run = tmp_path / name
+    fabricate_checkpoint(run, hallucinator=hallucinator, seed=seed)
+    write_metrics(run, slope)
+    for key, figures in (evaluation or {}).items():
+        save_evaluation(run, key, figures)
+    config, checkpoint = run / "config.yaml", run / "checkpoints" / "last.ckpt"
+    os.utime(config, (1000, 1000))
+    os.utime(checkpoint, (1600, 1600))  # 10 minutes of training
+    return run
+
+
+def test_metric_series_maps_steps_to_epochs(tmp_path):
+    write_metrics(tmp_path, 1.0)
+    metrics = read_metrics(tmp_path)
+    epochs, knn = metric_series(metrics, "knn_top1")
+    np.testing.assert_allclose(epochs, [1, 2, 3])
+    np.testing.assert_allclose(knn, [20, 30, 40])
+    epochs, loss = metric_series(metrics, "loss")  # train/loss
+    assert len(loss) == 30 and epochs[0] == pytest.approx(0.1) and epochs[-1] == pytest.approx(3.0)
+    assert metric_series(metrics, "absent")[1].size == 0
+    with pytest.raises(FileNotFoundError, match="pretrain"):
+        read_metrics(tmp_path / "nowhere")
+
+
+def assert_images(paths):
+    assert [p.suffix for p in paths] == [".png", ".svg"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[0].stat().st_size > 5000
+    assert "<svg" in paths[1].read_text()[:2000]
+
+
+def test_training_plots_written(tmp_path):
+    runs = {"without": make_run(tmp_path, "a", hallucinator=False, seed=0),
+            "with": make_run(tmp_path, "b", hallucinator=True, seed=0, slope=0.5)}
+    assert_images(plot_positive_similarity(runs, tmp_path / "out" / "fig4"))
+    assert_images(plot_training_curves(runs, tmp_path / "out" / "curves"))
+
+
+def test_feature_distribution_plot_written(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(600) % 10
+    features = torch.randn(600, 16, generator=generator) + torch.randn(10, 16, generator=generator)[labels]
+    runs = {"MoCo v2": (features, labels), "+ Hallucinator": (features.flip(1), labels)}
+    assert_images(plot_feature_distribution(runs, tmp_path / "fig5", class_names=[f"c{i}" for i in range(10)]))
+
+
+def test_circle_kde_integrates_to_one():
+    angles = torch.rand(400, generator=torch.Generator().manual_seed(0)) * 2 * math.pi
+    # a bandwidth well inside the grid's 0.25 margin, so (almost) no mass falls outside it
+    density, extent = circle_kde(torch.stack([angles.cos(), angles.sin()], 1), grid_size=200, bandwidth=0.06)
+    cell = (2 * extent / 199) ** 2
+    assert density.sum() * cell == pytest.approx(1.0, abs=0.03)
+    assert density[100, 100] < density.max() / 10  # the centre of the ring is empty
+
+
+def test_report_tables(tmp_path):
+    runs = [
+        make_run(tmp_path, "simclr-s0", hallucinator=False, seed=0, evaluation={
+            "knn": {"top1": 50.0}, "linear_fast": {"top1": 60.0, "mode": "fast"},
+            "metrics": {"pos_similarity": 0.5, "alignment": 0.9, "uniformity": -3.0, "g2": 0.21}}),
+        make_run(tmp_path, "simclr-s1", hallucinator=False, seed=1, evaluation={
+            "knn": {"top1": 52.0}, "linear_fast": {"top1": 61.0, "mode": "fast"}}),
+        make_run(tmp_path, "simclr-hall-s0", hallucinator=True, seed=0),  # only training-time figures
+    ]
+    first = load_run(runs[0])
+    assert (first.method, first.dataset, first.hallucinator, first.epochs) == ("simclr", "cifar10", False, 3)
+    assert first.wall_seconds == pytest.approx(600) and first.g2 == 0.21
+    third = load_run(runs[2])
+    assert third.knn_top1 == pytest.approx(40.0) and third.linear_top1 is None  # last logged knn_top1
+    assert third.pos_similarity == pytest.approx(1 - 29 / 100)
+
+    report = write_report(runs, tmp_path / "report")
+    text = report.read_text()
+    spread = statistics.stdev([60.0, 61.0])
+    assert f"| simclr | 60.50 ± {spread:.2f} | - |" in text  # Table 1 layout: ✗ pooled over 2 seeds, ✓ not run
+    assert f"| simclr | 51.00 ± {statistics.stdev([50.0, 52.0]):.2f} | 40.00 |" in text  # kNN version
+    assert "| simclr-s0 | simclr | cifar10 | ✗ | - | 3 | 50.00 | 60.00 | 0.500 | 0.900 | -3.000 | 0.2100 | 10.0 min |" in text
+    assert "| 2 |" in text  # the arm with two seeds
+    assert (tmp_path / "report" / "positive_similarity.png").is_file()
+    assert json.loads((runs[0] / "evaluation.json").read_text())["knn"]["top1"] == 50.0
+    assert paper_table([third]) == "| Dataset |\n| --- |"  # no linear figure yet: an empty table
+    assert "| simclr | - | 40.00 |" in paper_table([third], "knn_top1")

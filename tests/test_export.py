@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import pickle
+import re
+
+import pytest
+import torch
+import torchvision
+
+from hallucinator import backbones
+from hallucinator.cli import main
+from hallucinator.export import detectron2_key, detectron2_model, export_checkpoint, export_state_dict
+from tests.evaluation.conftest import fabricate_checkpoint
+
+# detectron2's ResNet names (before its matching heuristics): stem.conv1[_norm], resN.i.convK[_norm], shortcut[_norm]
+DETECTRON2_NAME = re.compile(
+    r"^(stem\.conv1(_norm)?|res[2-5]\.\d+\.(conv[1-3](_norm)?|shortcut(_norm)?))\.(weight|bias|running_mean|running_var)$"
+)
+
+
+@pytest.fixture(scope="module")
+def resnet50_state():
+    torch.manual_seed(0)
+    return backbones.build("resnet50").state_dict()
+
+
+def test_backbone_keys_are_torchvision_keys(resnet50_state):
+    reference = torchvision.models.resnet50().state_dict()
+    assert set(resnet50_state) == set(reference) - {"fc.weight", "fc.bias"}
+
+
+def test_detectron2_names_follow_mocos_convert_script():
+    # the renaming of MoCo's convert-pretrain-to-detectron2.py, written out by hand
+    expected = {
+        "conv1.weight": "stem.conv1.weight",
+        "bn1.running_var": "stem.conv1_norm.running_var",
+        "layer1.0.conv3.weight": "res2.0.conv3.weight",
+        "layer1.0.bn2.bias": "res2.0.conv2_norm.bias",
+        "layer1.0.downsample.0.weight": "res2.0.shortcut.weight",
+        "layer3.5.bn3.running_mean": "res4.5.conv3_norm.running_mean",
+        "layer4.0.downsample.1.weight": "res5.0.shortcut_norm.weight",
+    }
+    assert {key: detectron2_key(key) for key in expected} == expected
+
+
+def test_detectron2_export_round_trip(tmp_path, resnet50_state):
+    path = export_state_dict(resnet50_state, tmp_path / "r50.pkl", "detectron2", arch="resnet50")
+    with path.open("rb") as handle:
+        data = pickle.load(handle)
+    assert data["matching_heuristics"] is True and data["__author__"] == "hallucinator"
+    model = data["model"]
+    assert all(DETECTRON2_NAME.match(name) for name in model), [n for n in model if not DETECTRON2_NAME.match(n)]
+    kept = {k: v for k, v in resnet50_state.items() if not k.endswith("num_batches_tracked")}
+    assert len(model) == len(kept)  # one name per tensor, nothing merged
+
+    def back(name: str) -> str:  # the inverse renaming, independently of the code under test
+        name = re.sub(r"^stem\.", "", name)
+        name = re.sub(r"^res([2-5])\.", lambda m: f"layer{int(m.group(1)) - 1}.", name)
+        name = re.sub(r"conv([1-3])_norm\.", r"bn\1.", name)
+        return name.replace("shortcut_norm.", "downsample.1.").replace("shortcut.", "downsample.0.")
+
+    restored = {back(name): torch.from_numpy(value) for name, value in model.items()}
+    assert restored.keys() == kept.keys()
+    assert all(torch.equal(restored[k], kept[k]) for k in kept)
+
+
+def test_torchvision_export_loads_with_only_fc_missing(tmp_path, resnet50_state):
+    path = export_state_dict(resnet50_state, tmp_path / "r50.pth", "torchvision", arch="resnet50")
+    model = torchvision.models.resnet50()
+    result = model.load_state_dict(torch.load(path, weights_only=True), strict=False)
+    assert sorted(result.missing_keys) == ["fc.bias", "fc.weight"] and result.unexpected_keys == []
+    backbone = backbones.build("resnet50")
+    backbone.load_state_dict(resnet50_state)
+    model.fc = torch.nn.Identity()
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model.eval()(x), backbone.eval()(x))
+
+
+def test_narrow_backbone_warns_and_unknown_format_fails(tmp_path):
+    narrow = backbones.build("resnet18", cifar_stem=True, width=8).state_dict()
+    with pytest.warns(UserWarning, match="width-64"):
+        export_state_dict(narrow, tmp_path / "r18.pth", "torchvision", arch="resnet18")
+    with pytest.raises(ValueError, match="detectron2"):
+        export_state_dict(narrow, tmp_path / "r18.x", "onnx")
+    assert detectron2_model(narrow)["model"]["stem.conv1.weight"].shape == (8, 3, 3, 3)
+
+
+def test_export_checkpoint_and_cli(tmp_path, capsys):
+    checkpoint = fabricate_checkpoint(tmp_path / "run", width=64)
+    backbone = backbones.build("resnet18", cifar_stem=True, width=64)
+    stored = torch.load(checkpoint, weights_only=True)["state_dict"]
+    backbone.load_state_dict({k.removeprefix("method.backbone."): v for k, v in stored.items() if "backbone" in k})
+    with pytest.warns(UserWarning, match="conv1.weight"):  # the CIFAR stem's 3x3 conv
+        out = export_checkpoint(checkpoint, tmp_path / "r18.pth")
+    exported = torch.load(out, weights_only=True)
+    assert all(torch.equal(exported[k], v) for k, v in backbone.state_dict().items())
+    assert main([str(a) for a in ("export", checkpoint, tmp_path / "d2.pkl", "--format", "detectron2")]) == 0
+    assert "detectron2" in capsys.readouterr().out
+    with (tmp_path / "d2.pkl").open("rb") as handle:
+        assert "res5.1.conv2_norm.weight" in pickle.load(handle)["model"]
+    assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "x.pth")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
