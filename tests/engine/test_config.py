@@ -1,0 +1,92 @@
+"""Config files, overrides and validation; lr schedule and loss-weight warm-up against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from hallucinator.engine.config import Config, ConfigError, dump_config, from_dict, load_config, parse_overrides
+from hallucinator.engine.optim import lr_factor, warmup_weight
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_base_inheritance_and_overrides(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("model: {method: mocov2, width: 16, hparams: {temperature: 0.2}}\nseed: 3\n")
+    (tmp_path / "cell.yaml").write_text("base: base.yaml\nmodel: {hparams: {queue_size: 4096}}\n")
+    config = load_config(tmp_path / "cell.yaml", ["--trainer.max_epochs=7", "--hallucinator.enabled", "false"])
+    assert config.model.method == "mocov2" and config.model.width == 16
+    assert config.model.hparams == {"temperature": 0.2, "queue_size": 4096}  # merged, not replaced
+    assert config.seed == 3 and config.trainer.max_epochs == 7 and config.hallucinator.enabled is False
+    # the dump is a complete config that loads back to the same values
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_config(config))
+    assert load_config(again) == config
+
+
+def test_override_syntax() -> None:
+    assert parse_overrides(["--a.b=1", "c.d=[1, 2]", "--e", "x"]) == {"a": {"b": 1}, "c": {"d": [1, 2]}, "e": "x"}
+    with pytest.raises(ConfigError, match="--key=value"):
+        parse_overrides(["--dangling"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--optimizer.schedule=cosin", r"optimizer\.schedule: 'cosin' is not one of \['cosine', 'step', 'constant'\]"),
+        ("--model.method=byol", r"model\.method: 'byol' is not one of"),
+        ("--trainer.precision=bf17", r"trainer\.precision: 'bf17' is not one of"),
+        ("--trainer.max_epochs=ten", r"trainer\.max_epochs: expected an integer"),
+        ("--hallucinator.extrapolation=[0.5, 0.1]", r"hallucinator\.extrapolation: need beta1 <= beta2"),
+        ("--hallucinator.weight=2", r"hallucinator\.weight: must be in \[0, 1\]"),
+        ("--trainer.max_epoch=3", r"trainer\.max_epoch: unknown key; allowed keys here: \['max_epochs'"),
+    ],
+)
+def test_bad_values_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_precision_aliases_and_types() -> None:
+    config = load_config(None, ["--trainer.precision=bf16", "--optimizer.weight_decay=5e-4"])
+    assert config.trainer.precision == "bf16-mixed"
+    assert config.optimizer.weight_decay == 5e-4  # YAML reads "5e-4" as a string; the float field converts it
+    assert isinstance(config.hallucinator.extrapolation, tuple)
+
+
+def test_linear_lr_scaling() -> None:
+    config = from_dict({"optimizer": {"base_lr": 0.3}, "data": {"batch_size": 128}})
+    assert config.lr() == pytest.approx(0.3 * 128 / 256)
+    config.optimizer.scale_lr = False
+    assert config.lr() == pytest.approx(0.3)
+
+
+def test_schedules_by_hand() -> None:
+    config = Config()
+    config.optimizer.warmup_epochs = 2
+    spe, total = 10, 100
+    assert lr_factor(config, 0, spe, total) == pytest.approx(1 / 20)
+    assert lr_factor(config, 19, spe, total) == pytest.approx(1.0)
+    # cosine over the 80 steps after warm-up: step 60 is halfway
+    assert lr_factor(config, 60, spe, total) == pytest.approx(0.5)
+    assert lr_factor(config, 40, spe, total) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
+    config.optimizer.schedule, config.optimizer.milestones, config.optimizer.warmup_epochs = "step", [3, 6], 0
+    assert [lr_factor(config, s, spe, total) for s in (29, 30, 59, 60)] == pytest.approx([1, 0.1, 0.1, 0.01])
+
+
+def test_hallucination_weight_warmup_by_hand() -> None:
+    config = Config()
+    assert warmup_weight(config, 0, 10, 100) == 0.5  # off by default: the paper's average from step 0
+    config.hallucinator.warmup_fraction = 0.5
+    assert [warmup_weight(config, s, 10, 100) for s in (0, 25, 50, 90)] == pytest.approx([0, 0.25, 0.5, 0.5])
+    config.hallucinator.warmup_fraction, config.hallucinator.warmup_epochs = 0.0, 2
+    assert warmup_weight(config, 10, 10, 100) == pytest.approx(0.25)
+
+
+def test_shipped_configs_load() -> None:
+    files = sorted((PROJECT_ROOT / "configs").rglob("*.yaml"))
+    assert files, "configs/ is empty"
+    for path in files:
+        load_config(path)
