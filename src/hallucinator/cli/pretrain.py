@@ -43,6 +43,9 @@ def _add_short_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last.ckpt")
     parser.add_argument("--no-knn", action="store_true", help="skip the final kNN evaluation on the test set")
+    parser.add_argument(
+        "--knn-limit", type=int, help="kNN on the first N train and test images only (quick checks; default: all)"
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -73,12 +76,14 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
                 overrides.append(f"--{key}={value}")
         if source.no_hallucinator:
             overrides.append("--hallucinator.enabled=false")
+    if late_args.knn_limit is not None:
+        args.knn_limit = late_args.knn_limit
     for name in ("print_config", "resume", "no_knn"):
         setattr(args, name, getattr(args, name) or getattr(late_args, name))
     return overrides + dotted
 
 
-def _knn_monitor(config: Any) -> Any:
+def _knn_monitor(config: Any, limit: int | None = None) -> Any:
     """The evaluation layer's kNN monitor, or ``None`` when it is not installed."""
     try:
         from hallucinator.evaluation.knn import KNNMonitor
@@ -87,7 +92,13 @@ def _knn_monitor(config: Any) -> Any:
     every = config.trainer.knn_every_n_epochs
     d = config.data
     return KNNMonitor.from_dataset(
-        d.dataset, d.data_dir, cache_dir=d.cache_dir, image_size=d.image_size, every_n_epochs=every or 1
+        d.dataset,
+        d.data_dir,
+        cache_dir=d.cache_dir,
+        image_size=d.image_size,
+        bank_size=limit,
+        test_size=limit,
+        every_n_epochs=every or 1,
     )
 
 
@@ -104,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     monitor = None
     if config.trainer.knn_every_n_epochs > 0 and not args.no_knn:
-        monitor = _knn_monitor(config)
+        monitor = _knn_monitor(config, args.knn_limit)
     started = time.perf_counter()
     try:
         result = pretrain(config, [monitor] if monitor else [], resume=args.resume)
@@ -126,20 +137,24 @@ def run(args: argparse.Namespace) -> int:
               f"--output-dir {config.output_dir} --resume")
         return 128 + signal.Signals[result.interrupted].value
     if not args.no_knn:
-        _final_knn(config, result, monitor)
+        _final_knn(config, result, monitor, args.knn_limit)
     return 0
 
 
-def _final_knn(config: Any, result: Any, monitor: Any) -> None:
+def _final_knn(config: Any, result: Any, monitor: Any, limit: int | None) -> None:
     """kNN top-1 of the trained backbone on the whole test set (the monitor's last result when current)."""
     final_epoch = config.trainer.max_steps <= 0 and result.epoch >= config.trainer.max_epochs
     if monitor is not None and monitor.last is not None and final_epoch:
         knn = monitor.last
     else:
-        monitor = monitor or _knn_monitor(config)
+        monitor = monitor or _knn_monitor(config, limit)
         if monitor is None:
             print("kNN: hallucinator.evaluation is not available; skipped")
             return
         knn, _ = monitor.evaluate(result.backbone, next(result.backbone.parameters()).device)
-    print(f"kNN top-1 on the {config.data.dataset} test set: {knn.top1:.2f} % (top-5 {knn.top5:.2f} %, k={knn.k})")
+    images = f"first {limit}" if limit else "all"
+    print(
+        f"kNN top-1 on the {config.data.dataset} test set ({images} images): {knn.top1:.2f} % "
+        f"(top-5 {knn.top5:.2f} %, k={knn.k})"
+    )
     result.metrics["knn_top1"] = knn.top1

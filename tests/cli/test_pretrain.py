@@ -1,0 +1,95 @@
+"""``hallucinator pretrain`` end to end on real CIFAR-10 images: every method, with and without the Hallucinator."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from hallucinator.cli import main
+from hallucinator.engine import load_backbone
+
+# width-8 nets, 16-image batches, 64 images: a few seconds per run
+TINY = [
+    "--model.width=8",
+    "--batch-size=16",
+    "--data.limit=64",
+    "--trainer.max_steps=2",
+    "--trainer.log_every_n_steps=1",
+    "--trainer.progress_bar=false",
+    "--trainer.cpu_threads=1",
+    "--device=cpu",
+]
+SMALL_HEADS = {
+    "mocov1": ["--model.hparams.queue_size=64"],
+    "mocov2": ["--model.hparams.queue_size=64"],
+    "simclr": [],
+    "simsiam": ["--model.hparams.dim=64", "--model.hparams.pred_hidden_dim=16"],
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def metrics(run: Path) -> list[dict[str, str]]:
+    rows = []
+    for path in sorted((run / "csv").glob("version_*/metrics.csv")):
+        with path.open() as file:
+            rows += list(csv.DictReader(file))
+    return rows
+
+
+def pretrain(cifar10_archive: Path, run: Path, *extra: str) -> int:
+    return main(["pretrain", "configs/base/small.yaml", "--data-dir", str(cifar10_archive), "--output-dir", str(run), *TINY, *extra])
+
+
+@pytest.mark.parametrize("hallucinator", [True, False], ids=["hal", "plain"])
+@pytest.mark.parametrize("method", ["mocov1", "mocov2", "simclr", "simsiam"])
+def test_each_method(cifar10_archive: Path, tmp_path: Path, method: str, hallucinator: bool) -> None:
+    extra = ["--model.method", method, *SMALL_HEADS[method], "--no-knn"]
+    if not hallucinator:
+        extra.append("--no-hallucinator")
+    assert pretrain(cifar10_archive, tmp_path, *extra) == 0
+    rows = metrics(tmp_path)
+    assert [int(r["step"]) for r in rows] == [0, 1]
+    assert all(math.isfinite(float(r["train/loss"])) for r in rows)
+    assert all(("train/loss_hallucinated" in r and r["train/loss_hallucinated"] != "") == hallucinator for r in rows)
+    assert (tmp_path / "config.yaml").is_file() and not list(tmp_path.rglob("*.tmp"))
+    backbone, config = load_backbone(tmp_path / "checkpoints" / "last.ckpt")
+    assert config.model.method == method and config.hallucinator.enabled == hallucinator
+    assert backbone(torch.zeros(2, 3, 32, 32)).shape == (2, backbone.num_features)
+
+
+def test_final_knn_is_printed(cifar10_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert pretrain(cifar10_archive, tmp_path, "--knn-limit", "200") == 0
+    out = capsys.readouterr().out
+    assert "kNN top-1 on the cifar10 test set (first 200 images):" in out
+
+
+def test_bad_value_names_the_key(cifar10_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert pretrain(cifar10_archive, tmp_path, "--optimizer.name=adamw") == 2
+    err = capsys.readouterr().err
+    assert "optimizer.name: 'adamw' is not one of ['sgd', 'lars']" in err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_print_config_applies_short_flags(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["pretrain", "configs/table1/cifar10_mocov2_hal.yaml", "--print-config", "--epochs", "3", "--no-hallucinator"]
+    assert main([*args, "--seed=5", "--model.hparams.temperature=0.3"]) == 0
+    out = capsys.readouterr().out
+    assert "max_epochs: 3" in out and "enabled: false" in out and "seed: 5" in out
+    assert "temperature: 0.3" in out and "method: mocov2" in out
+
+
+def test_resume_with_another_method_is_refused(cifar10_archive: Path, tmp_path: Path, capsys) -> None:
+    assert pretrain(cifar10_archive, tmp_path, "--model.method=simclr", "--no-knn") == 0
+    code = pretrain(cifar10_archive, tmp_path, "--model.method=mocov2", "--resume", "--no-knn", "--trainer.max_steps=4")
+    assert code == 2
+    assert "model.method" in capsys.readouterr().err
