@@ -161,8 +161,8 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def __getitem__(self, index: int | Tensor | Sequence[int]) -> tuple[Tensor, Tensor]:
-        if not isinstance(index, (int, np.integer)):
+    def __getitem__(self, index: int | slice | Tensor | Sequence[int]) -> tuple[Tensor, Tensor]:
+        if not isinstance(index, (int, np.integer, slice)):
             index = torch.as_tensor(index, dtype=torch.long)
         return self.images[index], self.labels[index]
 
@@ -409,10 +409,15 @@ def _list_folder(root: Path, split: str) -> _Listing:
 
 
 def _is_image_folder(root: Path) -> bool:
+    """``train/<class>/<image>`` directly (Tiny ImageNet's native ``train/<wnid>/images/`` has ``wnids.txt``)."""
     train = root / "train"
-    return train.is_dir() and any(p.is_dir() and _image_files(p)[:1] for p in train.iterdir() if p.is_dir()) and not (
-        root / "wnids.txt"
-    ).is_file()
+    if not train.is_dir() or (root / "wnids.txt").is_file():
+        return False
+    return any(
+        f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS)
+        for class_dir in train.iterdir() if class_dir.is_dir()
+        for f in class_dir.iterdir()
+    )
 
 
 def _cached_listing(
