@@ -83,10 +83,14 @@ class Checkpointing(Checkpoint):
                 self._previous[signum] = signal.getsignal(signum)
                 signal.signal(signum, self._handle)
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def _restore_handlers(self) -> None:
+        # before Lightning's own teardown restores the handlers it found at the start of fit
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()
 
     # ---- saving
 
@@ -112,6 +116,7 @@ class Checkpointing(Checkpoint):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.save_last(trainer)  # no-op unless the run stopped in a way not seen above
+        self._restore_handlers()
 
 
 class Throughput(pl.Callback):
