@@ -305,7 +305,7 @@ def validate(config: Config) -> None:
     o = config.optimizer
     _choice("optimizer.name", o.name, OPTIMIZERS)
     _choice("optimizer.schedule", o.schedule, SCHEDULES)
-    _positive("optimizer.base_lr", o.base_lr)
+    _positive("optimizer.base_lr", o.base_lr, allow_zero=True)
     _positive("optimizer.momentum", o.momentum, allow_zero=True)
     _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
     _positive("optimizer.warmup_epochs", o.warmup_epochs, allow_zero=True)
