@@ -182,3 +182,38 @@ def test_run_view_reproduces_the_module_forward():
     expected = two.view1(images, generator=torch.Generator().manual_seed(4))
     out, boxes = run_view(two.view1, images, torch.Generator().manual_seed(4))
     assert torch.equal(out, expected) and boxes.shape == (6, 4)
+
+
+def test_lightning_consumes_the_loader_and_sets_its_epoch(tmp_path):
+    import lightning as L
+
+    base = _dataset(n=24)
+    data = ImageDataset(base.images, torch.arange(24), base.classes)  # labels = indices: batches identify themselves
+    seen: list[list[int]] = []
+
+    class Recorder(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_index):
+            images, labels = batch
+            assert images.dtype == torch.uint8 and images.shape == (8, 3, 8, 8)
+            seen.append(labels.tolist())
+            return (self.weight * images.float().mean()).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    loader = batch_loader(data, 8, shuffle=True, drop_last=True, seed=2)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=1, use_distributed_sampler=False,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(Recorder(), loader)
+    expected = []
+    for epoch in range(2):
+        sampler = BatchSampler(24, 8, shuffle=True, drop_last=True, seed=2)
+        sampler.set_epoch(epoch)
+        expected += [data.labels[batch].tolist() for batch in sampler]
+    assert seen == expected
+    assert seen[:3] != seen[3:]  # epoch 1 is a new permutation: Lightning called set_epoch
