@@ -1,0 +1,68 @@
+"""Evaluation cost on this machine: kNN on a CIFAR-10-sized bank, the fast linear probe, feature extraction.
+
+Synthetic features/images of CIFAR-10's sizes (50,000 train, 10,000 test); the accuracy
+figures are in the tests. Prints figures and ends with one JSON line.
+
+    python benchmarks/evaluation_speed.py [--dim 128] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from hallucinator import backbones
+from hallucinator.evaluation.features import extract_features
+from hallucinator.evaluation.knn import knn_classify
+from hallucinator.evaluation.linear import LinearConfig, linear_probe_features
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dim", type=int, default=128, help="feature dimension (ResNet-18 width 16: 128)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--extract-images", type=int, default=512)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    generator = torch.Generator().manual_seed(0)
+    train_y, test_y = torch.arange(50_000) % 10, torch.arange(10_000) % 10
+    centres = torch.randn(10, args.dim, generator=generator)
+    train_x = centres[train_y] + 2 * torch.randn(50_000, args.dim, generator=generator)
+    test_x = centres[test_y] + 2 * torch.randn(10_000, args.dim, generator=generator)
+    figures = {"threads": args.threads, "dim": args.dim}
+
+    # kNN: the whole bank in one chunk vs 8,192-row bank chunks (the running top-k merge)
+    for name, bank_chunk in (("knn_s", 65_536), ("knn_chunked_s", 8_192)):
+        _, seconds = timed(lambda: knn_classify(train_x, train_y, test_x, test_y, bank_chunk_size=bank_chunk))
+        figures[name] = round(seconds, 2)
+        print(f"kNN 50,000 x 10,000 x {args.dim}, k=200, bank chunk {bank_chunk}: {seconds:.2f} s")
+
+    result, seconds = timed(lambda: linear_probe_features(train_x, train_y, test_x, test_y, LinearConfig()))
+    figures["linear_fast_s"] = round(seconds, 1)
+    print(f"fast linear probe, 100 epochs on 50,000 x {args.dim} features: {seconds:.1f} s (top-1 {result.top1:.1f} %)")
+
+    backbone = backbones.build("resnet18", cifar_stem=True, width=16)
+    images = torch.randint(0, 256, (args.extract_images, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    for precision in ("32", "bf16"):
+        extract_features(backbone, images[:64], precision=precision)  # warm-up
+        _, seconds = timed(lambda: extract_features(backbone, images, batch_size=512, precision=precision))
+        rate = args.extract_images / seconds
+        figures[f"extract_images_per_s_{precision}"] = round(rate)
+        # full protocol: 100 epochs over the 50,000 training images through the frozen backbone
+        figures[f"full_linear_estimate_min_{precision}"] = round(100 * 50_000 / rate / 60, 1)
+        print(f"feature extraction, ResNet-18 width 16 CIFAR stem, {precision}: {rate:.0f} images/s "
+              f"(full linear protocol ~ {100 * 50_000 / rate / 60:.0f} min of backbone passes)")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
