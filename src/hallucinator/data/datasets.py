@@ -50,6 +50,7 @@ __all__ = [
     "ImageDataset",
     "SPLITS",
     "build_dataset",
+    "decode_batch",
     "decode_image",
 ]
 
@@ -194,28 +195,64 @@ class FileImageDataset(torch.utils.data.Dataset):
     for formats it cannot read), resized so its shorter side is ``image_size`` and centre-cropped
     to ``image_size x image_size``, so a batch is one uint8 tensor. Meant to be read by
     :func:`hallucinator.data.batch_loader` with ``num_workers > 0``.
+
+    With ``encoded=True`` a batch is instead ``(list of undecoded file bytes as uint8 tensors,
+    labels)``: the workers only read files and the main process decodes the batch on the GPU with
+    :func:`decode_batch` (nvJPEG through ``torchvision.io.decode_jpeg``).
     """
 
-    def __init__(self, files: Sequence[str | Path], labels: Sequence[int], classes: Sequence[str], image_size: int) -> None:
+    def __init__(
+        self,
+        files: Sequence[str | Path],
+        labels: Sequence[int],
+        classes: Sequence[str],
+        image_size: int,
+        encoded: bool = False,
+    ) -> None:
         self.files = [str(f) for f in files]
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.classes = list(classes)
         self.image_size = (image_size, image_size)
+        self.encoded = encoded
 
     def __len__(self) -> int:
         return len(self.files)
 
     def load(self, i: int) -> Tensor:
+        if self.encoded:
+            from torchvision import io as tvio
+
+            return tvio.read_file(self.files[i])
         return torch.from_numpy(_read_file(self.files[i], self.image_size[0])).permute(2, 0, 1)
 
-    def __getitem__(self, index: int | Tensor | Sequence[int]) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, index: int | Tensor | Sequence[int]) -> tuple[Tensor | list[Tensor], Tensor]:
         if isinstance(index, (int, np.integer)):
             return self.load(int(index)), self.labels[index]
         index = torch.as_tensor(index, dtype=torch.long)
-        return torch.stack([self.load(i) for i in index.tolist()]), self.labels[index]
+        loaded = [self.load(i) for i in index.tolist()]
+        return (loaded if self.encoded else torch.stack(loaded)), self.labels[index]
 
     def __repr__(self) -> str:
         return f"FileImageDataset({len(self)} files, {len(self.classes)} classes, size {self.image_size})"
+
+
+def decode_batch(encoded: Sequence[Tensor], size: int, device: torch.device | str = "cpu") -> Tensor:
+    """Decodes a batch of JPEG file bytes on ``device`` into uint8 ``(N, 3, size, size)``.
+
+    One batched ``torchvision.io.decode_jpeg`` call (nvJPEG on CUDA), then per image the shorter
+    side resized to ``size`` (antialiased) and the centre cropped, as :class:`FileImageDataset`
+    does on the CPU.
+
+    Example:
+        >>> data = build_dataset("imagenet", "/data/imagenet", "train", encoded=True)  # doctest: +SKIP
+        >>> files, labels = next(iter(batch_loader(data, 256, shuffle=True, drop_last=True, num_workers=8)))  # doctest: +SKIP
+        >>> images = decode_batch(files, 256, "cuda")  # doctest: +SKIP
+    """
+    from torchvision import io as tvio
+    from torchvision.transforms.v2 import functional as TF
+
+    decoded = tvio.decode_jpeg(list(encoded), mode=tvio.ImageReadMode.RGB, device=device)
+    return torch.stack([TF.center_crop(TF.resize(image, size, antialias=True), [size, size]) for image in decoded])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,6 +636,7 @@ def _imagenet(
     image_size: int | None,
     class_list: str | Path | Sequence[str] | None,
     seed: int,
+    encoded: bool,
 ) -> FileImageDataset:
     files, labels, wnids = _imagenet_samples(info, root, split)
     if info.name == "imagenet200":
@@ -618,7 +656,7 @@ def _imagenet(
         wnids = chosen
     if not files:
         raise _missing(info, root, "no images found")
-    return FileImageDataset(files, labels, wnids, image_size or info.image_size)
+    return FileImageDataset(files, labels, wnids, image_size or info.image_size, encoded=encoded)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -634,12 +672,14 @@ def build_dataset(
     image_size: int | None = None,
     class_list: str | Path | Sequence[str] | None = None,
     seed: int = 0,
+    encoded: bool = False,
 ) -> ImageDataset | FileImageDataset:
     """The ``split`` (``pretrain`` | ``train`` | ``test``) of dataset ``name`` found at ``root``.
 
     ``image_size`` overrides the stored size (``imagefolder``: resize every image to it; ImageNet:
     the decode size, default 256). ``class_list`` / ``seed`` choose ImageNet-200's classes (the
-    chosen wnids are ``dataset.classes``: save them next to the run). ``cache_dir``: see
+    chosen wnids are ``dataset.classes``: save them next to the run). ``encoded``: streamed datasets
+    give undecoded file bytes, for :func:`decode_batch` on the GPU. ``cache_dir``: see
     :mod:`hallucinator.data.cache`.
 
     Example:
@@ -655,7 +695,7 @@ def build_dataset(
     root = Path(root).expanduser()
     size = image_size if image_size is not None else info.image_size
     if info.streamed:
-        return _imagenet(info, root, split, image_size, class_list, seed)
+        return _imagenet(info, root, split, image_size, class_list, seed, encoded)
     if _is_archive(root) or (root.is_dir() and _is_image_folder(root)):
         return _image_folder(name, root, split, size, cache_dir)
     if not root.exists() and not download:
