@@ -56,18 +56,18 @@ def topk_neighbours(
 ) -> tuple[Tensor, Tensor]:
     """Cosine similarities and indices of the ``k`` nearest bank rows for each (normalised) query.
 
-    The bank is scanned in chunks and a running top-k is merged, so memory is
-    ``O(len(queries) * (k + bank_chunk_size))`` however large the bank is.
+    The bank is scanned in chunks; each chunk's top-k is merged into a running top-k, so
+    memory is ``O(len(queries) * bank_chunk_size)`` however large the bank is.
     """
     best_sim = queries.new_empty(len(queries), 0)
     best_idx = torch.empty(len(queries), 0, dtype=torch.long, device=queries.device)
     for start in range(0, len(bank), bank_chunk_size):
         sim = queries @ bank[start : start + bank_chunk_size].T
-        idx = torch.arange(start, start + sim.shape[1], device=queries.device).expand(len(queries), -1)
-        sim = torch.cat([best_sim, sim], dim=1)
-        idx = torch.cat([best_idx, idx], dim=1)
-        best_sim, order = sim.topk(min(k, sim.shape[1]), dim=1)
-        best_idx = idx.gather(1, order)
+        chunk_sim, chunk_idx = sim.topk(min(k, sim.shape[1]), dim=1)
+        merged_sim = torch.cat([best_sim, chunk_sim], dim=1)
+        merged_idx = torch.cat([best_idx, chunk_idx + start], dim=1)
+        best_sim, order = merged_sim.topk(min(k, merged_sim.shape[1]), dim=1)
+        best_idx = merged_idx.gather(1, order)
     return best_sim, best_idx
 
 
