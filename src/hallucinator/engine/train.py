@@ -153,8 +153,10 @@ def pretrain(
         # our logging directories are fixed so that a resumed run appends to the same files
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # the augmentation lives in the module on purpose (it runs on the device after transfer)
+        warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except RuntimeError as error:
             if ckpt_path and "state_dict" in str(error):
                 raise ConfigError(
