@@ -36,6 +36,8 @@ def _add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="end the output with one JSON line of the figures")
     parser.add_argument("--no-save", action="store_true", help="do not record the figures in RUN/evaluation.json")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (they go to stderr)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for torch (on a CPU shared with other jobs, 1 can be several times faster)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -111,10 +113,14 @@ class Loaded:
     """A checkpoint's backbone and config, and the evaluation data the arguments select."""
 
     def __init__(self, args: argparse.Namespace, splits: tuple[str, ...] = ("train", "test")) -> None:
+        import torch
+
         from hallucinator.data import build_dataset, eval_transform
         from hallucinator.engine.checkpoint import load_backbone
         from hallucinator.evaluation.features import resolve_device
 
+        if args.threads:
+            torch.set_num_threads(args.threads)
         self.device = resolve_device(args.device)
         self.backbone, self.config = load_backbone(args.checkpoint)
         self.backbone.to(self.device)
@@ -254,7 +260,7 @@ def run_plot(args: argparse.Namespace) -> dict[str, Any]:
             checkpoint = Path(run_dir) / "checkpoints" / "last.ckpt"
             ns = argparse.Namespace(checkpoint=str(checkpoint), dataset=None, data_dir=args.data_dir,
                                     cache_dir=args.cache_dir, device=args.device, precision="32", batch_size=512,
-                                    train_limit=None, test_limit=None, no_save=True, no_progress=False)
+                                    train_limit=None, test_limit=None, no_save=True, no_progress=False, threads=None)
             loaded = Loaded(ns, splits=("test",))
             class_names = loaded.classes
             images, labels = loaded.splits["test"]
