@@ -129,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     wall = time.perf_counter() - started
     print(
-        f"pre-training: {result.global_step} steps, {result.epoch} epochs, {wall:.0f} s wall, "
+        f"pre-training: {result.global_step} steps ({result.global_step / result.steps_per_epoch:.2f} epochs), "
+        f"{wall:.0f} s wall, "
         f"{result.images_per_second:.0f} image pairs/s; checkpoint {result.checkpoint}"
     )
     if result.interrupted:

@@ -40,6 +40,7 @@ class PretrainResult:
     checkpoint: Path
     global_step: int
     epoch: int
+    steps_per_epoch: int
     interrupted: str | None
     train_seconds: float
     images_per_second: float
@@ -173,6 +174,7 @@ def pretrain(
         checkpoint=checkpoints.last,
         global_step=trainer.global_step,
         epoch=trainer.current_epoch,
+        steps_per_epoch=steps_per_epoch,
         interrupted=checkpoints.interrupted,
         train_seconds=throughput.seconds,
         images_per_second=throughput.images_per_second,
