@@ -78,3 +78,14 @@ def test_raw_pixel_1nn_reproduces_readme_sanity_figure(cifar10_sanity_split):
     result = knn_classify(raw_pixel_features(train_images), train_labels, raw_pixel_features(test_images), test_labels,
                           k=1, chunk_size=500, bank_chunk_size=4096)
     assert result.top1 == pytest.approx(34.5, abs=0.06)
+
+
+def test_random_subset_is_fixed_ordered_and_spans_classes():
+    from hallucinator.evaluation.features import random_subset
+
+    images, labels = torch.arange(100).view(100, 1, 1, 1), torch.arange(100) // 10  # sorted by class
+    sub_images, sub_labels = random_subset(images, labels, 20)
+    assert torch.equal(sub_labels, labels[sub_images.flatten()]) and sub_labels.unique().numel() > 5
+    assert bool((sub_images.flatten().diff() > 0).all())  # dataset order kept
+    assert torch.equal(random_subset(images, labels, 20)[0], sub_images)  # fixed seed
+    assert random_subset(images, labels, None)[0] is images

@@ -117,7 +117,7 @@ class Loaded:
 
         from hallucinator.data import build_dataset, eval_transform
         from hallucinator.engine.checkpoint import load_backbone
-        from hallucinator.evaluation.features import resolve_device
+        from hallucinator.evaluation.features import random_subset, resolve_device
 
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -135,12 +135,9 @@ class Loaded:
         self.splits = {}
         for split in splits:
             dataset = build_dataset(self.dataset, data_dir, split, cache_dir=args.cache_dir or data.cache_dir)
-            images = getattr(dataset, "images", None)
-            if images is None:  # a streamed dataset: batches are gathered from it directly
-                if limits[split] is not None:
-                    raise CommandError("--train-limit / --test-limit need an in-memory dataset (not ImageNet)")
-                images = dataset
-            self.splits[split] = _subset(images, dataset.labels, limits[split])
+            # a streamed dataset (ImageNet) has no .images: batches are gathered from it directly
+            images = getattr(dataset, "images", dataset)
+            self.splits[split] = random_subset(images, dataset.labels, limits[split])
             self.classes = list(dataset.classes)
             self.image_size = self.image_size or int(dataset[0][0].shape[-1])
         self.transform = eval_transform(self.dataset, self.image_size)
@@ -153,16 +150,6 @@ class Loaded:
             from hallucinator.evaluation.report import save_evaluation
 
             save_evaluation(self.run_dir, key, {**figures, "dataset": self.dataset})
-
-
-def _subset(images: Any, labels: Any, limit: int | None) -> tuple[Any, Any]:
-    """A fixed random subset (seed 0, kept in dataset order): splits are often sorted by class."""
-    import torch
-
-    if limit is None or limit >= len(labels):
-        return images, labels
-    index = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:limit].sort().values
-    return images[index], labels[index]
 
 
 def _run_dir(checkpoint: str) -> Path | None:

@@ -60,6 +60,19 @@ def gather(images: ImageSource, index: slice | Tensor) -> Tensor:
     return images[index][0]
 
 
+def random_subset(images: ImageSource, labels: Tensor, limit: int | None, seed: int = 0) -> tuple[ImageSource, Tensor]:
+    """A fixed random subset of ``limit`` images (kept in dataset order); all of them when ``limit`` is ``None``.
+
+    Not the first ``limit``: stored splits are usually sorted by class.
+    """
+    if limit is None or limit >= len(labels):
+        return images, labels
+    index = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    if not isinstance(images, Tensor):
+        raise ValueError("a subset needs an in-memory dataset (ImageDataset.images), not a streamed one")
+    return images[index], labels[index]
+
+
 def iterate_batches(num: int, batch_size: int, progress: bool, desc: str) -> Iterator[slice]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

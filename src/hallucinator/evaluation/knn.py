@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hallucinator.evaluation.features import ImageSource, Transform, extract_features, resolve_device
+from hallucinator.evaluation.features import ImageSource, Transform, extract_features, random_subset, resolve_device
 from hallucinator.evaluation.metrics import topk_accuracy, uniformity_metrics
 
 
@@ -223,18 +223,15 @@ class KNNMonitor(pl.Callback):
         cache_dir: str | None = None,
         **kwargs,
     ) -> KNNMonitor:
-        """Monitor on ``dataset``'s train split (bank) and test split, optionally the first N of each."""
+        """Monitor on ``dataset``'s train split (bank) and test split, optionally fixed random subsets of them."""
         from hallucinator.data import build_dataset, eval_transform
 
         train = build_dataset(dataset, data_dir, "train", cache_dir=cache_dir)
         test = build_dataset(dataset, data_dir, "test", cache_dir=cache_dir)
         image_size = image_size or train.images.shape[-1]
-        bank, queries = slice(None, bank_size), slice(None, test_size)
         return cls(
-            train.images[bank],
-            train.labels[bank],
-            test.images[queries],
-            test.labels[queries],
+            *random_subset(train.images, train.labels, bank_size),
+            *random_subset(test.images, test.labels, test_size),
             transform=eval_transform(dataset, image_size),
             **kwargs,
         )
