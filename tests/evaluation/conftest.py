@@ -71,7 +71,7 @@ def fabricate_checkpoint(run_dir: Path, *, backbone: str = "resnet18", width: in
 
 def write_metrics(run_dir, slope: float) -> None:
     """A metrics.csv as Lightning's CSVLogger writes it: per-step rows, plus an epoch-end kNN row."""
-    path = run_dir / "csv" / "metrics.csv"
+    path = run_dir / "csv" / "version_0" / "metrics.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     names = ["epoch", "step", "knn_top1", "train/loss", "train/pos_similarity"]
     with path.open("w", newline="") as handle:

@@ -42,6 +42,13 @@ def test_metric_series_maps_steps_to_epochs(tmp_path):
     epochs, loss = metric_series(metrics, "loss")  # train/loss
     assert len(loss) == 30 and epochs[0] == pytest.approx(0.1) and epochs[-1] == pytest.approx(3.0)
     assert metric_series(metrics, "absent")[1].size == 0
+    # a resumed run writes csv/version_1/metrics.csv: appended after version_0
+    resumed = tmp_path / "csv" / "version_1" / "metrics.csv"
+    resumed.parent.mkdir()
+    resumed.write_text("epoch,step,knn_top1\n3,39,55.0\n")
+    epochs, knn = metric_series(read_metrics(tmp_path), "knn_top1")
+    np.testing.assert_allclose(knn, [20, 30, 40, 55])
+    assert epochs[-1] == pytest.approx(4.0)
     with pytest.raises(FileNotFoundError, match="pretrain"):
         read_metrics(tmp_path / "nowhere")
 

@@ -1,7 +1,7 @@
 """The paper's figures, as PNG and SVG (matplotlib, Agg backend).
 
 - :func:`plot_positive_similarity`: Fig. 4, similarity of positive pairs during training,
-  several runs on one axes (from each run's ``csv/metrics.csv``).
+  several runs on one axes (from each run's ``csv/version_N/metrics.csv``).
 - :func:`plot_feature_distribution`: Fig. 5, features reduced to 2-D by PCA (see
   :func:`hallucinator.evaluation.metrics.reduce_to_2d`), L2-normalised onto the circle, a
   Gaussian KDE in R^2, the histogram of angles and per-class angle densities, with the
@@ -26,7 +26,7 @@ from torch import Tensor  # noqa: E402
 
 from hallucinator.evaluation.metrics import g_potential, reduce_to_2d  # noqa: E402
 
-METRICS_CSV = Path("csv") / "metrics.csv"
+METRICS_CSV = Path("csv") / "metrics.csv"  # older run directories; now csv/version_N/metrics.csv
 
 
 def _save(fig: plt.Figure, out: str | Path) -> list[Path]:
@@ -40,18 +40,31 @@ def _save(fig: plt.Figure, out: str | Path) -> list[Path]:
     return paths
 
 
+def metrics_files(run_dir: str | Path) -> list[Path]:
+    """A run's metrics CSVs in order: ``csv/version_N/metrics.csv`` (one per (re)start) or ``csv/metrics.csv``."""
+    run_dir = Path(run_dir)
+    if run_dir.suffix == ".csv":
+        return [run_dir] if run_dir.is_file() else []
+    versions = sorted(run_dir.glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    single = run_dir / METRICS_CSV
+    return versions or ([single] if single.is_file() else [])
+
+
 def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """The columns of ``RUN_DIR/csv/metrics.csv`` (or a CSV path) as float arrays; empty cells are NaN."""
-    path = Path(run_dir)
-    path = path if path.suffix == ".csv" else path / METRICS_CSV
-    if not path.is_file():
-        raise FileNotFoundError(f"no metrics file at {path}: pass a run directory written by `hallucinator pretrain`")
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        return {}
-    return {name: np.array([float(row[name]) if row[name] not in ("", None) else math.nan for row in rows])
-            for name in rows[0]}
+    """The columns of a run's metrics CSV(s) (or one CSV path) as float arrays; empty cells are NaN.
+
+    A resumed run's files are concatenated in order, so the curves span the whole run.
+    """
+    files = metrics_files(run_dir)
+    if not files:
+        raise FileNotFoundError(f"no metrics CSV under {run_dir}: pass a run directory written by `hallucinator pretrain`")
+    rows: list[dict[str, str]] = []
+    for path in files:
+        with path.open(newline="") as handle:
+            rows += list(csv.DictReader(handle))
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    return {name: np.array([float(row[name]) if row.get(name) not in ("", None) else math.nan for row in rows])
+            for name in names}
 
 
 def metric_series(metrics: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:

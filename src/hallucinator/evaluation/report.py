@@ -1,7 +1,7 @@
 """A Markdown comparison of pre-training runs in the layout of the paper's Table 1, plus the figures.
 
 Each run directory (written by ``hallucinator pretrain``) supplies ``config.yaml`` (method,
-dataset, Hallucinator on/off and warm-up, epochs, seed), ``csv/metrics.csv`` (the last
+dataset, Hallucinator on/off and warm-up, epochs, seed), ``csv/version_N/metrics.csv`` (the last
 logged ``knn_top1`` and ``train/pos_similarity``) and, when the evaluation commands were
 run on its checkpoint, ``evaluation.json`` (kNN, linear and representation metrics; these
 take precedence over the training-time figures).
@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hallucinator.evaluation.plots import metric_series, plot_positive_similarity, plot_training_curves, read_metrics
+from hallucinator.evaluation.plots import (
+    metric_series,
+    metrics_files,
+    plot_positive_similarity,
+    plot_training_curves,
+    read_metrics,
+)
 
 EVALUATION_FILE = "evaluation.json"
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -196,7 +202,7 @@ def write_report(
     runs = [load_run(run_dir, name) for run_dir, name in zip(run_dirs, names)]
     labelled = dict(zip(names, run_dirs))
     plots = []
-    with_metrics = {name: d for name, d in labelled.items() if (Path(d) / "csv" / "metrics.csv").is_file()}
+    with_metrics = {name: d for name, d in labelled.items() if metrics_files(d)}
     if with_metrics:
         plots += plot_positive_similarity(with_metrics, out_dir / "positive_similarity")
         plots += plot_training_curves(with_metrics, out_dir / "training_curves")
