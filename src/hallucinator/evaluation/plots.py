@@ -81,9 +81,18 @@ def metric_series(metrics: Mapping[str, np.ndarray], name: str) -> tuple[np.ndar
     step, epoch = metrics.get("step"), metrics.get("epoch")
     if step is None or epoch is None:
         return np.arange(keep.sum(), dtype=float), values[keep]
-    # steps of the epochs this run completed; a step logged at an epoch's end maps to epoch + 1
-    steps_per_epoch = (np.nanmax(step) + 1) / (np.nanmax(epoch) + 1)
-    return (step[keep] + 1) / steps_per_epoch, values[keep]
+    return (step[keep] + 1) / _steps_per_epoch(step, epoch), values[keep]
+
+
+def _steps_per_epoch(step: np.ndarray, epoch: np.ndarray) -> float:
+    """Median distance between the first steps of successive epochs (robust to a run cut off mid-epoch).
+
+    A value logged at the last step of epoch ``e`` maps to ``e + 1`` on the x-axis.
+    """
+    starts = np.array([np.nanmin(step[epoch == e]) for e in np.unique(epoch[~np.isnan(epoch)])])
+    if len(starts) >= 2:
+        return float(np.median(np.diff(starts)))
+    return float((np.nanmax(step) + 1) / (np.nanmax(epoch) + 1))
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:

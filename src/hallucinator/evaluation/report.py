@@ -209,7 +209,8 @@ def write_report(
     modes = sorted({run.linear_mode for run in runs if run.linear_mode})
     sections = [
         "# Run comparison",
-        f"Linear top-1 from the {' / '.join(modes) or 'not yet run'} linear protocol; kNN: weighted kNN, k=200, T=0.1; "
+        (f"Linear top-1 from the {' / '.join(modes)} linear protocol" if modes else "No linear figures yet")
+        + "; kNN: weighted kNN, k=200, T=0.1; "
         "pos. sim., alignment, uniformity and G_2 on backbone features of held-out images "
         "(training-time values where `hallucinator metrics` was not run).",
         "## Table 1 layout (linear top-1, %)", paper_table(runs),
