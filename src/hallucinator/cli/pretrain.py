@@ -84,11 +84,9 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _knn_monitor(config: Any, limit: int | None = None) -> Any:
-    """The evaluation layer's kNN monitor, or ``None`` when it is not installed."""
-    try:
-        from hallucinator.evaluation.knn import KNNMonitor
-    except ImportError:
-        return None
+    """The evaluation layer's kNN monitor on the run's dataset (train split = bank, test split = queries)."""
+    from hallucinator.evaluation.knn import KNNMonitor
+
     every = config.trainer.knn_every_n_epochs
     d = config.data
     return KNNMonitor.from_dataset(
@@ -137,9 +135,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted by {result.interrupted}; continue with: hallucinator pretrain {args.config} "
               f"--output-dir {config.output_dir} --resume")
         return 128 + signal.Signals[result.interrupted].value
+    _record_training(result, resumed=args.resume)
     if not args.no_knn:
         _final_knn(config, result, monitor, args.knn_limit)
     return 0
+
+
+def _record_training(result: Any, resumed: bool) -> None:
+    """Training time and speed into ``RUN/evaluation.json`` (seconds add up over resumes), for ``report``."""
+    from hallucinator.evaluation.report import load_evaluation, save_evaluation
+
+    previous = load_evaluation(result.output_dir).get("train", {}) if resumed else {}
+    save_evaluation(
+        result.output_dir,
+        "train",
+        {
+            "seconds": previous.get("seconds", 0.0) + result.train_seconds,
+            "steps": result.global_step,
+            "images_per_second": result.images_per_second,
+        },
+    )
 
 
 def _final_knn(config: Any, result: Any, monitor: Any, limit: int | None) -> None:
@@ -149,9 +164,6 @@ def _final_knn(config: Any, result: Any, monitor: Any, limit: int | None) -> Non
         knn = monitor.last
     else:
         monitor = monitor or _knn_monitor(config, limit)
-        if monitor is None:
-            print("kNN: hallucinator.evaluation is not available; skipped")
-            return
         knn, _ = monitor.evaluate(result.backbone, next(result.backbone.parameters()).device)
     images = f"first {limit}" if limit else "all"
     print(
@@ -159,3 +171,7 @@ def _final_knn(config: Any, result: Any, monitor: Any, limit: int | None) -> Non
         f"(top-5 {knn.top5:.2f} %, k={knn.k})"
     )
     result.metrics["knn_top1"] = knn.top1
+    if limit is None:
+        from hallucinator.evaluation.report import save_evaluation
+
+        save_evaluation(result.output_dir, "knn", {**knn.as_dict(), "dataset": config.data.dataset})

@@ -65,10 +65,16 @@ def run_dir_of(checkpoint: str | Path) -> Path | None:
     return run if checkpoint.parent.name == "checkpoints" and (run / "config.yaml").is_file() else None
 
 
+def load_evaluation(run_dir: str | Path) -> dict:
+    """``RUN_DIR/evaluation.json`` (the figures recorded by ``pretrain``, ``knn``, ``linear``, ``metrics``), or ``{}``."""
+    path = Path(run_dir) / EVALUATION_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def save_evaluation(run_dir: str | Path, key: str, figures: dict) -> Path:
     """Merges ``{key: figures}`` into ``RUN_DIR/evaluation.json`` (what :func:`load_run` reads)."""
     path = Path(run_dir) / EVALUATION_FILE
-    data = json.loads(path.read_text()) if path.is_file() else {}
+    data = load_evaluation(run_dir)
     data[key] = figures
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -102,8 +108,7 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml); pass directories written by pretrain")
     config = yaml.safe_load(config_path.read_text())
-    evaluation_path = run_dir / EVALUATION_FILE
-    evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else {}
+    evaluation = load_evaluation(run_dir)
     try:
         metrics = read_metrics(run_dir)
     except FileNotFoundError:
