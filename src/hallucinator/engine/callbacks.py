@@ -58,7 +58,8 @@ class Checkpointing(Checkpoint):
         if trainer.lightning_module.diverged or self._saved_step == trainer.global_step:
             return
         tmp = self.last.with_name(LAST + ".tmp")
-        trainer.save_checkpoint(tmp)  # collective under DDP; rank 0 writes
+        # full state (optimizer, loops, callbacks) for an exact resume; collective under DDP, rank 0 writes
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.last)
         trainer.strategy.barrier("checkpoint")
