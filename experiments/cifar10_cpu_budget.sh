@@ -33,15 +33,13 @@ run() {  # name seed method-args...
   hallucinator metrics "$dir/checkpoints/last.ckpt" --data-dir "$data" --no-progress --json
 }
 
-for seed in 0 1; do
-  for arm in off on warmup; do
-    # shellcheck disable=SC2086
-    run "simclr_${arm}_s${seed}" "$seed" ${arms[$arm]}
-    if [[ $seed == 0 ]]; then
-      # shellcheck disable=SC2086
-      run "mocov2_${arm}_s0" 0 "${moco[@]}" ${arms[$arm]}
-    fi
-  done
+# most informative comparisons first: a script stopped early has already produced them
+for job in simclr:off:0 simclr:on:0 mocov2:off:0 mocov2:on:0 simclr:warmup:0 mocov2:warmup:0 \
+           simclr:off:1 simclr:on:1 simclr:warmup:1; do
+  IFS=: read -r method arm seed <<<"$job"
+  extra=(); [[ $method == mocov2 ]] && extra=("${moco[@]}")
+  # shellcheck disable=SC2086
+  run "${method}_${arm}_s${seed}" "$seed" "${extra[@]}" ${arms[$arm]}
 done
 
 hallucinator report "$out"/*/ --out docs/results
