@@ -131,11 +131,11 @@ def run(args: argparse.Namespace) -> int:
         f"{wall:.0f} s wall, "
         f"{result.images_per_second:.0f} image pairs/s; checkpoint {result.checkpoint}"
     )
+    _record_training(result, resumed=args.resume)  # also when interrupted: a resume adds its time
     if result.interrupted:
         print(f"interrupted by {result.interrupted}; continue with: hallucinator pretrain {args.config} "
               f"--output-dir {config.output_dir} --resume")
         return 128 + signal.Signals[result.interrupted].value
-    _record_training(result, resumed=args.resume)
     if not args.no_knn:
         _final_knn(config, result, monitor, args.knn_limit)
     return 0
