@@ -43,9 +43,8 @@ class SSLMethod(nn.Module):
     (0.5 = the paper's plain average; a training loop may change it, e.g. for a warm-up).
     Without one, ``loss = loss_original``.
 
-    Subclasses set ``hallucinated_dim`` (the feature size the Hallucinator works on) before
-    calling :meth:`_set_hallucinator`, and call :meth:`_check_views`, :meth:`_features` and
-    :meth:`_output` in ``forward``.
+    Subclasses call :meth:`_set_hallucinator` with the feature size the Hallucinator works on,
+    and :meth:`_check_views`, :meth:`_features` and :meth:`_output` in ``forward``.
     """
 
     default_hparams: ClassVar[dict[str, object]] = {}
