@@ -10,7 +10,9 @@ without the Hallucinator (lightly has none).
 
 Each (implementation, method, width) runs in its own process, so its peak memory (max RSS) is
 its own; the runs are interleaved round by round so that a change in machine load hits both
-sides. Throughput is image pairs per second over the timed steps (after warm-up steps).
+sides. Throughput is image pairs per second over the timed steps (after warm-up steps). With
+``--crop-sizes 32 24`` ours also runs the quickstart's 24 px training crops: a cheaper workload than
+lightly's 32 px, reported under its own key (``...-crop24``), never as the like-for-like ratio.
 
     python benchmarks/pretrain_throughput.py --data-dir ../shared/datasets/cifar10-jpeg.tar.gz
 
@@ -35,7 +37,7 @@ def ours(args: argparse.Namespace) -> dict:
 
     from hallucinator.engine import load_config, pretrain
 
-    run = Path(args.output) / f"ours-{args.method}-{args.width}-{args.precision}"
+    run = Path(args.output) / f"ours-{args.method}-{args.width}-{args.precision}-{args.crop_size}"
     overrides = [
         f"--model.method={args.method}",
         f"--model.width={args.width}",
@@ -49,6 +51,8 @@ def ours(args: argparse.Namespace) -> dict:
         "--trainer.progress_bar=false",
         f"--output_dir={run}",
     ]
+    if args.crop_size != 32:
+        overrides.append(f"--data.crop_size={args.crop_size}")
     if args.method.startswith("moco"):
         overrides.append("--model.hparams.queue_size=4096")
     pretrain(load_config(None, overrides))
@@ -133,6 +137,10 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(figures))
 
 
+def _crop_suffix(crop: int) -> str:
+    return "" if crop == 32 else f"-crop{crop}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/datasets/cifar10-jpeg.tar.gz")
@@ -145,6 +153,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the lightly script")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--precisions", nargs="+", default=["auto"], help="ours: e.g. auto 32-true bf16-mixed")
+    parser.add_argument("--crop-sizes", nargs="+", type=int, default=[32],
+                        help="ours: training crop sides; 24 is the quickstart's (a different workload from lightly's 32)")
+    parser.add_argument("--crop-size", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--output", default="/tmp/hallucinator-throughput")
     parser.add_argument("--worker", nargs=4, metavar=("IMPL", "METHOD", "WIDTH", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -154,19 +165,20 @@ def main() -> None:
         worker(args)
         return
 
-    runs = [("lightly", m, w, "32-true") for m in args.methods for w in args.widths]
-    runs += [("ours", m, w, p) for m in args.methods for w in args.widths for p in args.precisions]
+    runs = [("lightly", m, w, "32-true", 32) for m in args.methods for w in args.widths]
+    runs += [("ours", m, w, p, c) for m in args.methods for w in args.widths for p in args.precisions
+             for c in args.crop_sizes]
     results: dict[str, list[dict]] = {}
     for round_ in range(args.rounds):
-        for impl, method, width, precision in runs:
-            command = [sys.executable, __file__, "--worker", impl, method, str(width), precision]
+        for impl, method, width, precision, crop in runs:
+            command = [sys.executable, __file__, "--worker", impl, method, str(width), precision, "--crop-size", str(crop)]
             for flag in ("data_dir", "batch_size", "steps", "warmup", "workers", "threads", "output"):
                 command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode:
                 sys.exit(f"{impl} {method} w{width} failed:\n{done.stderr[-3000:]}")
             figures = json.loads(done.stdout.strip().splitlines()[-1])
-            key = f"{impl}-{method}-w{width}" + (f"-{precision}" if impl == "ours" else "")
+            key = f"{impl}-{method}-w{width}" + (f"-{precision}" if impl == "ours" else "") + _crop_suffix(crop)
             results.setdefault(key, []).append(figures)
             print(f"round {round_} {key}: {figures['pairs_per_s']:.1f} pairs/s, peak {figures['peak_rss_mb']:.0f} MB",
                   flush=True)
@@ -179,8 +191,9 @@ def main() -> None:
         for width in args.widths:
             base = summary[f"lightly-{method}-w{width}_pairs_per_s"]
             for precision in args.precisions:
-                ratio = summary[f"ours-{method}-w{width}-{precision}_pairs_per_s"] / base
-                summary[f"speedup-{method}-w{width}-{precision}"] = round(ratio, 2)
+                for crop in args.crop_sizes:
+                    suffix = f"{method}-w{width}-{precision}{_crop_suffix(crop)}"
+                    summary[f"speedup-{suffix}"] = round(summary[f"ours-{suffix}_pairs_per_s"] / base, 2)
     print(json.dumps(summary))
 
 

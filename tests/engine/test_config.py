@@ -41,6 +41,7 @@ def test_override_syntax() -> None:
         ("--trainer.max_epochs=ten", r"trainer\.max_epochs: expected an integer"),
         ("--hallucinator.extrapolation=[0.5, 0.1]", r"hallucinator\.extrapolation: need beta1 <= beta2"),
         ("--hallucinator.weight=2", r"hallucinator\.weight: must be in \[0, 1\]"),
+        ("--data.crop_size=0", r"data\.crop_size: must be > 0, got 0"),
         ("--trainer.max_epoch=3", r"trainer\.max_epoch: unknown key; allowed keys here: \['max_epochs'"),
     ],
 )
@@ -90,3 +91,14 @@ def test_shipped_configs_load() -> None:
     assert files, "configs/ is empty"
     for path in files:
         load_config(path)
+
+
+def test_crop_size_sets_training_views_only() -> None:
+    import torch
+
+    from hallucinator.engine.module import build_augmentation
+
+    config = load_config(None, ["--data.crop_size=24"])
+    view1, view2 = build_augmentation(config)(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))
+    assert view1.shape == view2.shape == (4, 3, 24, 24)
+    assert config.data.image_size is None  # evaluation keeps the native 32 px

@@ -95,6 +95,9 @@ def test_report_tables(tmp_path):
     first = load_run(runs[0])
     assert (first.method, first.dataset, first.hallucinator, first.epochs) == ("simclr", "cifar10", False, 3)
     assert first.wall_seconds == pytest.approx(600) and first.g2 == 0.21
+    assert load_run(runs[1]).epochs == 3.0  # from the CSV log: the epochs it entered
+    save_evaluation(runs[1], "train", {"seconds": 600.0, "epochs": 2.05})
+    assert load_run(runs[1]).epochs == pytest.approx(2.05)  # pretrain's exact record wins
     third = load_run(runs[2])
     assert third.knn_top1 == pytest.approx(40.0) and third.linear_top1 is None  # last logged knn_top1
     assert third.pos_similarity == pytest.approx(1 - 29 / 100)
@@ -106,6 +109,7 @@ def test_report_tables(tmp_path):
     assert f"| simclr | 51.00 ± {statistics.stdev([50.0, 52.0]):.2f} | 40.00 |" in text  # kNN version
     assert "| simclr-s0 | simclr | cifar10 | ✗ | - | 3 | 50.00 | 60.00 | 0.500 | 0.900 | -3.000 | 0.2100 | 10.0 min |" in text
     assert "| 2 |" in text  # the arm with two seeds
+    assert "| simclr-s1 | simclr | cifar10 | ✗ | - | 2.05 | 52.00 |" in text
     assert (tmp_path / "report" / "positive_similarity.png").is_file()
     assert json.loads((runs[0] / "evaluation.json").read_text())["knn"]["top1"] == 50.0
     assert paper_table([third]) == "| Dataset |\n| --- |"  # no linear figure yet: an empty table

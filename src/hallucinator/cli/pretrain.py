@@ -152,6 +152,7 @@ def _record_training(result: Any, resumed: bool) -> None:
         {
             "seconds": previous.get("seconds", 0.0) + result.train_seconds,
             "steps": result.global_step,
+            "epochs": result.global_step / result.steps_per_epoch,
             "images_per_second": result.images_per_second,
         },
     )

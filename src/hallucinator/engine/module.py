@@ -65,7 +65,7 @@ def build_augmentation(config: Config) -> nn.Module | None:
     if not config.hallucinator.enabled:
         overrides.setdefault("center_crop_views", ())
     try:
-        return presets.build(name, data.image_size, **overrides)
+        return presets.build(name, data.crop_size or data.image_size, **overrides)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"data.preset / data.augment ({name}): {error}") from error
 
@@ -95,7 +95,7 @@ class PretrainModule(pl.LightningModule):
         if self.augment is None:
             from hallucinator.data import eval_transform
 
-            self._plain = eval_transform(config.data.dataset, config.data.image_size)
+            self._plain = eval_transform(config.data.dataset, config.data.crop_size or config.data.image_size)
         if config.trainer.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.diverged: str | None = None

@@ -41,7 +41,7 @@ class RunSummary:
     dataset: str
     hallucinator: bool
     warmup: str
-    epochs: int | None
+    epochs: float | None
     seed: int | None
     knn_top1: float | None = None
     linear_top1: float | None = None
@@ -101,6 +101,14 @@ def _wall_seconds(run_dir: Path, evaluation: dict) -> float | None:
     return None
 
 
+def _epochs(evaluation: dict, metrics: dict) -> float | None:
+    """Epochs trained: exact from pretrain's record, else the epochs the CSV log has entered."""
+    if "epochs" in evaluation.get("train", {}):
+        return float(evaluation["train"]["epochs"])
+    completed = metrics.get("epoch")
+    return float(np.nanmax(completed)) + 1 if completed is not None and len(completed) else None
+
+
 def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
     """The :class:`RunSummary` of one run directory."""
     run_dir = Path(run_dir)
@@ -116,7 +124,6 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
     hall = config.get("hallucinator", {})
     warmup = (f"{hall['warmup_epochs']:g} ep" if hall.get("warmup_epochs") else
               f"{hall['warmup_fraction']:.0%}" if hall.get("warmup_fraction") else "-")
-    completed = metrics.get("epoch")
     linear = evaluation.get("linear_full") or evaluation.get("linear_fast") or {}
     representation = evaluation.get("metrics", {})
     return RunSummary(
@@ -125,7 +132,7 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
         dataset=config["data"]["dataset"],
         hallucinator=bool(hall.get("enabled", False)),
         warmup=warmup if hall.get("enabled") else "-",
-        epochs=int(np.nanmax(completed)) + 1 if completed is not None and len(completed) else None,
+        epochs=_epochs(evaluation, metrics),
         seed=config.get("seed"),
         knn_top1=evaluation.get("knn", {}).get("top1", _last(metrics, "knn_top1")),
         linear_top1=linear.get("top1"),
@@ -155,6 +162,8 @@ def _cell(attribute: str, values: list) -> str:
         return "-"
     if attribute == "hallucinator":
         return "✓" if present[0] else "✗"
+    if attribute == "epochs":
+        return f"{statistics.fmean(present):.3g}"
     if attribute == "wall_seconds":
         return f"{statistics.fmean(present) / 60:.1f} min"
     if attribute not in DIGITS:
