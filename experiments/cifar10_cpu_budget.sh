@@ -37,8 +37,9 @@ run() {  # name seed method-args...
 }
 
 # most informative comparisons first: a script stopped early has already produced them
-for job in simclr:off:0 simclr:on:0 mocov2:off:0 mocov2:on:0 simclr:warmup:0 mocov2:warmup:0 \
-           simclr:off:1 simclr:on:1 simclr:warmup:1; do
+# (SimCLR's second seed, which gives the spread, before MoCo v2's warm-up arm)
+for job in simclr:off:0 simclr:on:0 mocov2:off:0 mocov2:on:0 simclr:warmup:0 \
+           simclr:off:1 simclr:on:1 simclr:warmup:1 mocov2:warmup:0; do
   IFS=: read -r method arm seed <<<"$job"
   extra=(); [[ $method == mocov2 ]] && extra=("${moco[@]}")
   # shellcheck disable=SC2086
