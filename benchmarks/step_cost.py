@@ -23,9 +23,11 @@ from hallucinator import backbones, methods
 def step_seconds(method: str, width: int, batch: int, size: int, hallucinator: bool, steps: int, warmup: int) -> float:
     torch.manual_seed(0)
     model = methods.build(method, backbones.build("resnet18", cifar_stem=True, width=width), hallucinator=hallucinator)
-    model = model.to(memory_format=torch.channels_last)
+    # as the engine does: channels_last unless oneDNN would corrupt the narrow net's gradients
+    memory_format = torch.channels_last if backbones.channels_last_safe(model) else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    views = [torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last) for _ in range(2)]
+    views = [torch.randn(batch, 3, size, size).contiguous(memory_format=memory_format) for _ in range(2)]
 
     def step() -> None:
         model(*views)["loss"].backward()
@@ -40,7 +42,7 @@ def step_seconds(method: str, width: int, batch: int, size: int, hallucinator: b
     return (time.perf_counter() - started) / steps
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", default="simclr", choices=sorted(methods.METHODS))
     parser.add_argument("--width", type=int, default=16)
@@ -49,7 +51,10 @@ def main() -> None:
     parser.add_argument("--no-hallucinator", action="store_true")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's)")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     figures: dict[str, float] = {}
     for shape in args.shapes:

@@ -77,3 +77,23 @@ def test_any_torchvision_classification_model_without_its_classifier() -> None:
 def test_bad_arguments_raise_value_error(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         backbones.build(**kwargs)
+
+
+@pytest.mark.parametrize(("width", "safe"), [(4, False), (8, False), (16, True), (64, True)])
+def test_channels_last_safe_rejects_narrow_strided_shortcuts(width: int, safe: bool) -> None:
+    # the downsampling shortcut of layer2 is a stride-2 1x1 conv with `width` input channels
+    assert backbones.channels_last_safe(backbones.build("resnet18", cifar_stem=True, width=width)) is safe
+
+
+def test_channels_last_weight_gradient_matches_contiguous_at_the_safe_boundary() -> None:
+    # 16 input channels (one AVX-512 block, two AVX2 blocks): the narrowest shortcut channels_last_safe admits
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 32, kernel_size=1, stride=2, bias=False)
+    assert backbones.channels_last_safe(conv)
+    x = torch.randn(8, 16, 16, 16)
+    gradients = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        conv.weight.grad = None
+        conv.to(memory_format=memory_format)(x.contiguous(memory_format=memory_format)).square().sum().backward()
+        gradients.append(conv.weight.grad.clone())
+    torch.testing.assert_close(gradients[1], gradients[0], rtol=1e-4, atol=1e-4)

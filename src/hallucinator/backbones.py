@@ -119,3 +119,29 @@ def build(name: str, cifar_stem: bool = False, width: int = 64) -> nn.Module:
     # the auxiliary classifiers of googlenet / inception_v3 would change the output type in training mode
     extra = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
     return _strip_classifier(torchvision.models.get_model(name, weights=None, **extra), name)
+
+
+def channels_last_safe(model: nn.Module) -> bool:
+    """Whether ``model`` can train in ``channels_last`` memory format on the CPU without corruption.
+
+    oneDNN's 1x1 convolution computes the weight gradient of a strided 1x1 conv on channels-last
+    input through a workspace that is too small when the conv has fewer input channels than its
+    vector block (8 on AVX2, 16 on AVX-512): https://github.com/uxlfoundation/oneDNN/issues/6035.
+    Measured with PyTorch 2.14.1 on an AVX2 CPU: a ResNet-18 of width 4 aborts ("double free or
+    corruption") on one thread and hangs on two; the report above also saw silently wrong weight
+    gradients. ResNet downsampling shortcuts are such convs, so nets narrower than 16 channels
+    (``width < 16``) must train in the default contiguous format.
+
+    Example:
+        >>> channels_last_safe(build("resnet18", cifar_stem=True, width=8))
+        False
+        >>> channels_last_safe(build("resnet18", cifar_stem=True, width=16))
+        True
+    """
+    return not any(
+        isinstance(module, nn.Conv2d)
+        and module.kernel_size == (1, 1)
+        and module.stride != (1, 1)
+        and module.in_channels // module.groups < 16
+        for module in model.modules()
+    )

@@ -93,3 +93,25 @@ def test_resume_with_another_method_is_refused(cifar10_archive: Path, tmp_path: 
     code = pretrain(cifar10_archive, tmp_path, "--model.method=mocov2", "--resume", "--no-knn", "--trainer.max_steps=4")
     assert code == 2
     assert "model.method" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_keeps_its_recorded_throughput(cifar10_archive: Path, tmp_path: Path) -> None:
+    from hallucinator.evaluation.report import load_evaluation
+
+    assert pretrain(cifar10_archive, tmp_path, "--no-knn") == 0
+    first = load_evaluation(tmp_path)["train"]
+    assert first["images_per_second"] > 0
+    assert pretrain(cifar10_archive, tmp_path, "--no-knn", "--resume") == 0  # nothing left to train
+    again = load_evaluation(tmp_path)["train"]
+    assert again["steps"] == first["steps"] and again["images_per_second"] == first["images_per_second"]
+
+
+def test_throughput_over_resumed_segments_is_pairs_over_step_time() -> None:
+    from types import SimpleNamespace
+
+    from hallucinator.cli.pretrain import _pairs_per_second_over_segments
+
+    # 100 steps at 200 pairs/s (batch 64: 32 s), then 200 more at 400 pairs/s (32 s): 19,200 pairs in 64 s
+    resumed = SimpleNamespace(global_step=300, images_per_second=400.0)
+    assert _pairs_per_second_over_segments({"steps": 100, "images_per_second": 200.0}, resumed) == pytest.approx(300.0)
+    assert _pairs_per_second_over_segments({}, resumed) == 400.0

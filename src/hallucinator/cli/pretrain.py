@@ -153,9 +153,24 @@ def _record_training(result: Any, resumed: bool) -> None:
             "seconds": previous.get("seconds", 0.0) + result.train_seconds,
             "steps": result.global_step,
             "epochs": result.global_step / result.steps_per_epoch,
-            "images_per_second": result.images_per_second,
+            "images_per_second": _pairs_per_second_over_segments(previous, result),
         },
     )
+
+
+def _pairs_per_second_over_segments(previous: dict[str, Any], result: Any) -> float:
+    """Pairs/s of the whole run: total steps over the summed step time of the earlier and this segment.
+
+    A resume that trains no further step (the run was already finished) keeps the earlier figure.
+    """
+    steps_before, rate_before = previous.get("steps", 0), previous.get("images_per_second", 0.0)
+    new_steps, rate_now = result.global_step - steps_before, result.images_per_second
+    if new_steps <= 0 or not rate_now:
+        return rate_before
+    if not steps_before or not rate_before:
+        return rate_now
+    # the batch is the same in both segments, so step counts weigh the step times
+    return result.global_step / (steps_before / rate_before + new_steps / rate_now)
 
 
 def _final_knn(config: Any, result: Any, monitor: Any, limit: int | None) -> None:

@@ -95,6 +95,11 @@ class DataConfig:
     num_workers: int = 0
     """Worker processes gathering batches (0 for in-memory datasets; use 8+ for streamed ImageNet)."""
 
+    @property
+    def training_crop_size(self) -> int | None:
+        """Side of the training crops: ``crop_size``, else ``image_size`` (``None``: the dataset's native size)."""
+        return self.crop_size or self.image_size
+
 
 @dataclass
 class OptimizerConfig:

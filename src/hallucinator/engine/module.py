@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from torch import nn
 
@@ -65,7 +66,7 @@ def build_augmentation(config: Config) -> nn.Module | None:
     if not config.hallucinator.enabled:
         overrides.setdefault("center_crop_views", ())
     try:
-        return presets.build(name, data.crop_size or data.image_size, **overrides)
+        return presets.build(name, data.training_crop_size, **overrides)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"data.preset / data.augment ({name}): {error}") from error
 
@@ -95,8 +96,15 @@ class PretrainModule(pl.LightningModule):
         if self.augment is None:
             from hallucinator.data import eval_transform
 
-            self._plain = eval_transform(config.data.dataset, config.data.crop_size or config.data.image_size)
-        if config.trainer.channels_last:
+            self._plain = eval_transform(config.data.dataset, config.data.training_crop_size)
+        self.channels_last = config.trainer.channels_last and backbones.channels_last_safe(self.method)
+        if config.trainer.channels_last and not self.channels_last:
+            rank_zero_warn(
+                "trainer.channels_last: this network has a strided 1x1 conv with fewer than 16 input channels, "
+                "whose channels-last weight gradient oneDNN computes wrongly; training in the contiguous format "
+                "(set model.width >= 16 to use channels_last)"
+            )
+        if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.diverged: str | None = None
         self._generator: torch.Generator | None = None
@@ -123,7 +131,7 @@ class PretrainModule(pl.LightningModule):
                 view1, view2 = view, view.clone()
             else:
                 view1, view2 = self.augment(images, generator=self._generator)
-        if self.config.trainer.channels_last:
+        if self.channels_last:
             view1 = view1.contiguous(memory_format=torch.channels_last)
             view2 = view2.contiguous(memory_format=torch.channels_last)
         return view1, view2
