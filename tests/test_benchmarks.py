@@ -36,3 +36,10 @@ def test_step_cost_prints_figures_as_json(capsys: pytest.CaptureFixture[str]) ->
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["width"] == 4 and figures["method"] == "simclr" and figures["threads"] == 1
     assert figures["4x16_ms"] > 0 and figures["8x8_pairs_per_s"] > 0
+
+
+def test_evaluation_speed_times_both_memory_formats(capsys: pytest.CaptureFixture[str]) -> None:
+    load_benchmark("evaluation_speed").main(["--extract-only", "--extract-images", "16", "--threads", "1"])
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["threads"] == 1 and "knn_s" not in figures
+    assert all(figures[f"extract_images_per_s_{name}"] > 0 for name in ("32", "32_channels_last", "bf16"))

@@ -156,6 +156,8 @@ def pretrain(
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         # the augmentation lives in the module on purpose (it runs on the device after transfer)
         warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+        # StepBatches resumes mid-epoch by itself, at trainer.global_step (tests/engine/test_resume.py)
+        warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except RuntimeError as error:

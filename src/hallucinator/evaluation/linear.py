@@ -19,7 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hallucinator.evaluation.features import ImageSource, Transform, autocast, extract_features, gather, resolve_device
+from hallucinator.evaluation.features import (
+    ImageSource,
+    Transform,
+    autocast,
+    extract_features,
+    gather,
+    input_memory_format,
+    resolve_device,
+)
 from hallucinator.evaluation.metrics import topk_accuracy
 
 IMAGENET_LR = 30.0
@@ -191,9 +199,12 @@ def linear_probe(
     train_labels, test_labels = train_labels.to(device), test_labels.to(device)
     head = _new_head(test_features.shape[1], _num_classes(train_labels, test_labels), config.seed, device)
 
+    memory_format = input_memory_format(backbone)
+
     @torch.no_grad()
     def batch_features(indices: Tensor) -> Tensor:
         images = train_transform(gather(train_images, indices.cpu()).to(device, non_blocking=True))
+        images = images.contiguous(memory_format=memory_format)
         with autocast(device, precision):
             return backbone(images).float()
 

@@ -226,7 +226,9 @@ def write_report(
         (f"Linear top-1 from the {' / '.join(modes)} linear protocol" if modes else "No linear figures yet")
         + "; kNN: weighted kNN, k=200, T=0.1; "
         "pos. sim., alignment, uniformity and G_2 on backbone features of held-out images "
-        "(training-time values where `hallucinator metrics` was not run).",
+        "(training-time values where `hallucinator metrics` was not run). "
+        "The Table 1 layouts hold the paper's arms, runs without the loss-weight warm-up; "
+        "every arm is in the tables below them.",
         "## Table 1 layout (linear top-1, %)", paper_table(runs),
         "## Table 1 layout (kNN top-1, %)", paper_table(runs, "knn_top1"),
         "## Arms (mean ± std over seeds)", arms_table(runs),
