@@ -15,7 +15,7 @@ import time
 import torch
 
 from hallucinator import backbones
-from hallucinator.evaluation.features import extract_features
+from hallucinator.evaluation.features import extract_features, frozen
 from hallucinator.evaluation.knn import knn_classify
 from hallucinator.evaluation.linear import LinearConfig, linear_probe_features
 
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--extract-images", type=int, default=512)
     parser.add_argument("--extract-only", action="store_true", help="only the feature-extraction figures")
+    parser.add_argument("--fold-widths", type=int, nargs="*", default=[16, 64],
+                        help="ResNet-18 widths whose BatchNorm folding is timed")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
@@ -67,6 +69,25 @@ def main(argv: list[str] | None = None) -> None:
         figures[f"full_linear_estimate_min_{name}"] = round(100 * 50_000 / rate / 60, 1)
         print(f"feature extraction, ResNet-18 width 16 CIFAR stem, {name}: {rate:.0f} images/s "
               f"(full linear protocol ~ {100 * 50_000 / rate / 60:.0f} min of backbone passes)")
+
+    # BatchNorm folding (what extract_features does): the eval-mode backbone vs its folded copy,
+    # channels_last, alternating batch by batch so that machine load hits both alike
+    for width in args.fold_widths:
+        plain = backbones.build("resnet18", cifar_stem=True, width=width).to(memory_format=torch.channels_last).eval()
+        batches = images.float().div(255).contiguous(memory_format=torch.channels_last).split(512)
+        seconds = {"plain": 0.0, "folded": 0.0}
+        with torch.no_grad(), frozen(plain) as folded:
+            for model in (plain, folded):
+                model(batches[0][:64])  # warm-up
+            for batch in batches:
+                for name, model in (("plain", plain), ("folded", folded)):
+                    seconds[name] += timed(lambda: model(batch))[1]
+        for name, total in seconds.items():
+            figures[f"forward_w{width}_images_per_s_{name}"] = round(args.extract_images / total)
+        figures[f"fold_speedup_w{width}"] = round(seconds["plain"] / seconds["folded"], 2)
+        print(f"eval forward, ResNet-18 width {width}, channels_last: {args.extract_images / seconds['plain']:.0f} images/s "
+              f"plain, {args.extract_images / seconds['folded']:.0f} with BatchNorm folded "
+              f"({seconds['plain'] / seconds['folded']:.2f}x)")
     print(json.dumps(figures))
 
 

@@ -39,7 +39,11 @@ def test_step_cost_prints_figures_as_json(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_evaluation_speed_times_both_memory_formats(capsys: pytest.CaptureFixture[str]) -> None:
-    load_benchmark("evaluation_speed").main(["--extract-only", "--extract-images", "16", "--threads", "1"])
+    load_benchmark("evaluation_speed").main(
+        ["--extract-only", "--extract-images", "16", "--threads", "1", "--fold-widths", "16"]
+    )
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["threads"] == 1 and "knn_s" not in figures
     assert all(figures[f"extract_images_per_s_{name}"] > 0 for name in ("32", "32_channels_last", "bf16"))
+    assert figures["forward_w16_images_per_s_plain"] > 0 and figures["fold_speedup_w16"] > 0
+    assert "forward_w64_images_per_s_plain" not in figures

@@ -24,6 +24,7 @@ from hallucinator.evaluation.features import (
     Transform,
     autocast,
     extract_features,
+    frozen,
     gather,
     input_memory_format,
     resolve_device,
@@ -201,19 +202,16 @@ def linear_probe(
 
     memory_format = input_memory_format(backbone)
 
-    @torch.no_grad()
-    def batch_features(indices: Tensor) -> Tensor:
-        images = train_transform(gather(train_images, indices.cpu()).to(device, non_blocking=True))
-        images = images.contiguous(memory_format=memory_format)
-        with autocast(device, precision):
-            return backbone(images).float()
+    with frozen(backbone) as model:
 
-    was_training = backbone.training
-    backbone.eval()
-    try:
+        @torch.no_grad()
+        def batch_features(indices: Tensor) -> Tensor:
+            images = train_transform(gather(train_images, indices.cpu()).to(device, non_blocking=True))
+            images = images.contiguous(memory_format=memory_format)
+            with autocast(device, precision):
+                return model(images).float()
+
         history = _train_head(head, batch_features, train_labels, config, progress)
-    finally:
-        backbone.train(was_training)
     top1, top5 = _evaluate(head, test_features, test_labels)
     return LinearResult(top1, top5, "full", config.epochs, time.perf_counter() - start, history)
 
