@@ -70,7 +70,8 @@ def test_each_method(cifar10_archive: Path, tmp_path: Path, method: str, halluci
 def test_final_knn_is_printed(cifar10_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert pretrain(cifar10_archive, tmp_path, "--knn-limit", "200") == 0
     out = capsys.readouterr().out
-    assert "kNN top-1 on the cifar10 test set (first 200 images):" in out
+    assert "kNN evaluation: features of 200 bank and 200 test images ..." in out  # announced before the work
+    assert out.index("kNN evaluation") < out.index("kNN top-1 on the cifar10 test set (first 200 images):")
 
 
 def test_bad_value_names_the_key(cifar10_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -180,7 +180,13 @@ def _final_knn(config: Any, result: Any, monitor: Any, limit: int | None) -> Non
         knn = monitor.last
     else:
         monitor = monitor or _knn_monitor(config, limit)
-        knn, _ = monitor.evaluate(result.backbone, next(result.backbone.parameters()).device)
+        print(
+            f"kNN evaluation: features of {len(monitor.train_labels):,} bank and {len(monitor.test_labels):,} "
+            "test images ...",
+            flush=True,
+        )
+        device = next(result.backbone.parameters()).device
+        knn, _ = monitor.evaluate(result.backbone, device, progress=config.trainer.progress_bar)
     images = f"first {limit}" if limit else "all"
     print(
         f"kNN top-1 on the {config.data.dataset} test set ({images} images): {knn.top1:.2f} % "

@@ -236,7 +236,8 @@ class KNNMonitor(pl.Callback):
             **kwargs,
         )
 
-    def evaluate(self, backbone: nn.Module, device: torch.device) -> tuple[KNNResult, Tensor]:
+    def evaluate(self, backbone: nn.Module, device: torch.device, progress: bool = False) -> tuple[KNNResult, Tensor]:
+        """kNN of ``backbone`` over the bank and test set; ``progress`` shows a bar per extraction."""
         return knn_evaluate(
             backbone,
             self.train_images,
@@ -249,6 +250,7 @@ class KNNMonitor(pl.Callback):
             batch_size=self.batch_size,
             device=device,
             precision=self.precision,
+            progress=progress,
         )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
