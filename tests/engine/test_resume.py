@@ -113,3 +113,24 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar10_archive: Path, tm
     checkpoint = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 5  # the end of epoch 1, before the poisoning
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+
+
+def test_compiled_run_matches_eager_and_resumes_without_compilation(cifar10_archive: Path, tmp_path: Path) -> None:
+    eager = tiny(cifar10_archive, tmp_path / "eager", method="simclr")
+    eager.trainer.max_steps = 2
+    pretrain(eager)
+    compiled = tiny(cifar10_archive, tmp_path / "compiled", method="simclr")
+    compiled.trainer.max_steps, compiled.trainer.compile = 2, True
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    pretrain(compiled)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the backbone was compiled
+    expected, got = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    for step in range(2):
+        assert got[step][0] == pytest.approx(expected[step][0], rel=1e-4), step
+
+    state = torch.load(tmp_path / "compiled/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert not any("_orig_mod" in key for key in state)  # the plain backbone's keys
+    resumed = tiny(cifar10_archive, tmp_path / "compiled", method="simclr")
+    resumed.trainer.max_steps = 3
+    assert pretrain(resumed, resume=True).global_step == 3

@@ -43,7 +43,7 @@ def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") ->
     config = read_config(checkpoint, path)
     model = config.model
     backbone = backbones.build(model.backbone, cifar_stem=model.cifar_stem, width=model.width)
-    state = {
+    state = {  # "_orig_mod.": compiled runs before compilation became in place wrapped the backbone
         key[len(BACKBONE_PREFIX) :].replace("_orig_mod.", ""): value
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(BACKBONE_PREFIX)

@@ -116,7 +116,9 @@ class PretrainModule(pl.LightningModule):
 
     def configure_model(self) -> None:
         if self.config.trainer.compile:
-            self.method.backbone = torch.compile(self.method.backbone)
+            # in place: the module tree and the checkpoint keys stay those of the plain backbone, so a
+            # run can be resumed (and its backbone loaded) with or without compilation
+            self.method.backbone.compile()
 
     # ---- data on the device
 
