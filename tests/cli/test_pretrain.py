@@ -91,9 +91,22 @@ def test_print_config_applies_short_flags(tmp_path: Path, capsys: pytest.Capture
 
 def test_resume_with_another_method_is_refused(cifar10_archive: Path, tmp_path: Path, capsys) -> None:
     assert pretrain(cifar10_archive, tmp_path, "--model.method=simclr", "--no-knn") == 0
+    saved = (tmp_path / "config.yaml").read_text()
     code = pretrain(cifar10_archive, tmp_path, "--model.method=mocov2", "--resume", "--no-knn", "--trainer.max_steps=4")
     assert code == 2
     assert "model.method" in capsys.readouterr().err
+    assert (tmp_path / "config.yaml").read_text() == saved  # the run's own config survives the refusal
+
+
+def test_resume_with_another_width_is_refused_in_a_few_lines(cifar10_archive: Path, tmp_path: Path, capsys) -> None:
+    assert pretrain(cifar10_archive, tmp_path, "--no-knn") == 0
+    saved = (tmp_path / "config.yaml").read_text()
+    assert pretrain(cifar10_archive, tmp_path, "--model.width=16", "--resume", "--no-knn", "--trainer.max_steps=4") == 2
+    err = capsys.readouterr().err
+    assert "holds a different model than this config (simclr, resnet18 width 16)" in err
+    assert "size mismatch" in err and f"resume with the run's own config ({tmp_path / 'config.yaml'})" in err
+    assert len(err) < 1500  # counts and a few keys, not every parameter of the network
+    assert (tmp_path / "config.yaml").read_text() == saved
 
 
 def test_resuming_a_finished_run_keeps_its_recorded_throughput(cifar10_archive: Path, tmp_path: Path) -> None:

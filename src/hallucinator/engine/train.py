@@ -11,6 +11,7 @@ Run directory (``config.output_dir``)::
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,38 @@ class PretrainResult:
     backbone: nn.Module
     global_rank: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+class _SaveConfig(pl.Callback):
+    """Writes the resolved config to ``RUN/config.yaml`` when training starts.
+
+    Not before: a resume first restores the checkpoint, and one refused (another method or
+    network shape) must leave the run's own config.yaml as it was.
+    """
+
+    def __init__(self, config: Config, output_dir: Path) -> None:
+        self.config, self.output_dir = config, output_dir
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.yaml").write_text(dump_config(self.config))
+
+
+def _state_dict_mismatch(message: str, shown: int = 3) -> str:
+    """PyTorch's load_state_dict error cut to counts and the first ``shown`` keys of each kind."""
+    parts, size_mismatches = [], []
+    for line in message.splitlines()[1:]:  # the first line names the module
+        kind, _, rest = line.strip().partition(": ")
+        names = re.findall(r'"([^"]+)"', rest)
+        if names:
+            more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+            parts.append(f"{kind} ({len(names)}): {', '.join(names[:shown])}{more}")
+        elif kind.startswith("size mismatch"):
+            size_mismatches.append(line.strip())
+    if size_mismatches:
+        parts.append(f"{len(size_mismatches)} size mismatches, the first: {size_mismatches[0]}")
+    return "; ".join(parts)
 
 
 def resolve_precision(config: Config) -> str:
@@ -146,10 +179,7 @@ def pretrain(
         raise ConfigError(f"data.batch_size: {config.data.batch_size} is larger than the dataset")
     module = PretrainModule(config, steps_per_epoch)
     throughput = Throughput()
-    trainer = build_trainer(config, [checkpoints, throughput, *callbacks], output_dir)
-    if trainer.is_global_zero:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(dump_config(config))
+    trainer = build_trainer(config, [checkpoints, throughput, _SaveConfig(config, output_dir), *callbacks], output_dir)
     with warnings.catch_warnings():
         # our logging directories are fixed so that a resumed run appends to the same files
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
@@ -164,7 +194,8 @@ def pretrain(
             if ckpt_path and "state_dict" in str(error):
                 raise ConfigError(
                     f"--resume: {ckpt_path} holds a different model than this config "
-                    f"({config.model.method}, {config.model.backbone} width {config.model.width}): {error}"
+                    f"({config.model.method}, {config.model.backbone} width {config.model.width}); resume with the "
+                    f"run's own config ({output_dir / 'config.yaml'}). {_state_dict_mismatch(str(error))}"
                 ) from error
             raise
     if module.diverged:
