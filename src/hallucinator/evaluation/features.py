@@ -168,10 +168,10 @@ def extract_features(
 ) -> Tensor:
     """Features ``(N, D)`` (float32, on ``device``) of ``backbone`` over ``images``.
 
-    The backbone runs in eval mode with its BatchNorms folded (:func:`frozen`; its previous mode is
-    restored), without gradients. Each
-    batch is moved to the device before ``transform`` runs, so preprocessing happens on the
-    accelerator. ``transform`` defaults to uint8 -> float in ``[0, 1]``.
+    The backbone runs in eval mode with its BatchNorms folded (:func:`frozen`; its previous
+    mode is restored), without gradients. Each batch is moved to the device before
+    ``transform`` runs, so preprocessing happens on the accelerator. ``transform`` defaults to
+    uint8 -> float in ``[0, 1]``.
 
     Example:
         >>> from hallucinator.data import eval_transform
