@@ -47,3 +47,28 @@ def test_evaluation_speed_times_both_memory_formats(capsys: pytest.CaptureFixtur
     assert all(figures[f"extract_images_per_s_{name}"] > 0 for name in ("32", "32_channels_last", "bf16"))
     assert figures["forward_w16_images_per_s_plain"] > 0 and figures["fold_speedup_w16"] > 0
     assert "forward_w64_images_per_s_plain" not in figures
+
+
+def test_precision_parity_trains_both_precisions_and_compares_them(
+    cifar10_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny = ["--model.width=8", "--batch-size=16", "--data.limit=64", "--trainer.max_steps=2", "--trainer.cpu_threads=1"]
+    arguments = ["configs/base/small.yaml", "--data-dir", str(cifar10_archive), "--output-dir", str(tmp_path),
+                 "--seeds", "0", "1", "--knn-limit", "64", "--", *tiny]
+    figures = load_benchmark("precision_parity").main(arguments)
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == json.loads(json.dumps(figures))
+    for precision in ("32", "bf16"):
+        assert len(figures[f"knn_top1_{precision}"]) == 2
+        for seed in (0, 1):
+            run = tmp_path / f"{precision}_s{seed}"
+            config = (run / "config.yaml").read_text()
+            assert f"precision: {'32-true' if precision == '32' else 'bf16-mixed'}" in config and f"seed: {seed}" in config
+    difference = figures["knn_top1_bf16_mean"] - figures["knn_top1_32_mean"]
+    assert figures["knn_top1_difference"] == pytest.approx(difference)
+    assert figures["speedup"] == pytest.approx(figures["pairs_per_s_bf16"] / figures["pairs_per_s_32"])
+    assert isinstance(figures["within_seed_spread"], bool) and figures["device"].startswith("CPU")
+    # finished runs are not trained again: a second call only reads their figures
+    mtime = (tmp_path / "32_s0" / "checkpoints" / "last.ckpt").stat().st_mtime
+    assert load_benchmark("precision_parity").main(arguments) == figures
+    assert (tmp_path / "32_s0" / "checkpoints" / "last.ckpt").stat().st_mtime == mtime

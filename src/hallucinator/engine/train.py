@@ -85,10 +85,15 @@ def _state_dict_mismatch(message: str, shown: int = 3) -> str:
 def resolve_precision(config: Config) -> str:
     """``auto``: bf16 autocast on a GPU that supports it; fp32 on CPU (measured in docs/training.md)."""
     precision = config.trainer.precision
-    if precision != "auto":
-        return precision
     accelerator = config.trainer.accelerator
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if precision == "16-mixed" and accelerator != "mps" and not gpu:
+        # Lightning would quietly train in bf16 instead, and the run's config would say fp16
+        raise ConfigError(
+            "trainer.precision: 16-mixed (fp16 autocast) needs a GPU; on the CPU use bf16-mixed or 32-true"
+        )
+    if precision != "auto":
+        return precision
     if gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
