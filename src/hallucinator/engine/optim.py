@@ -14,9 +14,11 @@ from hallucinator.engine.config import Config
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and layer-wise adaptive rate scaling (You et al., 2017), for large batches.
 
-    Each parameter's update is scaled by the trust ratio ``eta * |w| / (|g| + wd * |w|)``.
-    Parameter groups with ``lars=False`` (biases and BatchNorm, by convention) get plain SGD
-    without the trust ratio.
+    The weight decay is added to the gradient, ``d = g + wd * w``, and ``d`` is scaled by the
+    trust ratio ``eta * |w| / |d|`` (1 where either norm is 0) before the momentum buffer
+    ``v = momentum * v + d`` and the update ``w -= lr * v`` (the form of SimCLR's and BYOL's
+    LARS). Parameter groups with ``lars=False`` (biases and BatchNorm, by convention) get plain
+    SGD without the trust ratio.
 
     Example:
         >>> optimizer = LARS(model.parameters(), lr=4.8, momentum=0.9, weight_decay=1e-6)
