@@ -173,12 +173,12 @@ def pretrain(
         ckpt_path = str(checkpoints.last)
     if config.trainer.cpu_threads:
         torch.set_num_threads(config.trainer.cpu_threads)
+    config.trainer.precision = resolve_precision(config)  # before the data: a refused precision fails at once
     pl.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = PretrainDataModule(config, dataset)
     data = datamodule.load()
     if config.data.image_size is None:
         config.data.image_size = default_image_size(config, data)
-    config.trainer.precision = resolve_precision(config)
     steps_per_epoch = datamodule.steps_per_epoch()
     if steps_per_epoch < 1:
         raise ConfigError(f"data.batch_size: {config.data.batch_size} is larger than the dataset")
