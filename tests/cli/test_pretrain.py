@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from hallucinator.cli import main
 from hallucinator.engine import load_backbone
@@ -129,3 +132,26 @@ def test_throughput_over_resumed_segments_is_pairs_over_step_time() -> None:
     resumed = SimpleNamespace(global_step=300, images_per_second=400.0)
     assert _pairs_per_second_over_segments({"steps": 100, "images_per_second": 200.0}, resumed) == pytest.approx(300.0)
     assert _pairs_per_second_over_segments({}, resumed) == 400.0
+
+
+def test_missing_data_is_one_line_even_with_the_knn_monitor(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # the paper configs monitor kNN, whose datasets are opened before training
+    code = main(["pretrain", "configs/table1/cifar10_simclr_hal.yaml", "--data-dir", str(tmp_path / "nowhere"),
+                 "--output-dir", str(tmp_path / "run"), "--device=cpu"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hallucinator pretrain: cifar10 not found at") and "Traceback" not in err
+
+
+def test_corrupt_image_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    image = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image, format="JPEG")
+    for split in ("train", "test"):
+        (tmp_path / "data" / split / "a").mkdir(parents=True)
+        (tmp_path / "data" / split / "a" / "good.jpg").write_bytes(image.getvalue())
+    (tmp_path / "data" / "train" / "a" / "broken.jpg").write_bytes(image.getvalue()[:20])
+    code = main(["pretrain", "configs/base/small.yaml", "--dataset=imagefolder", "--data-dir", str(tmp_path / "data"),
+                 "--output-dir", str(tmp_path / "run"), "--data.cache_dir", str(tmp_path / "cache"), *TINY, "--no-knn"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hallucinator pretrain: data.dataset / data.data_dir: cannot decode image") and "broken.jpg" in err

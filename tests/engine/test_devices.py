@@ -79,6 +79,15 @@ def test_fp16_on_the_cpu_is_refused(cifar10_archive: Path, tmp_path: Path, capsy
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_a_missing_gpu_is_a_clear_error(cifar10_archive: Path, tmp_path: Path, capsys) -> None:
+    code = main(["pretrain", "configs/base/small.yaml", "--data-dir", str(cifar10_archive), "--output-dir",
+                 str(tmp_path), "--device", "gpu", *TINY])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "trainer.accelerator: gpu, but torch sees no GPU" in error and "--device cpu" in error
+
+
 @CUDA
 @pytest.mark.parametrize("method", ["simclr", "mocov2"])
 def test_first_step_loss_on_cuda_equals_the_cpu_loss(cifar10_archive: Path, tmp_path: Path, method: str) -> None:

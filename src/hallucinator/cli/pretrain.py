@@ -112,17 +112,17 @@ def run(args: argparse.Namespace) -> int:
         print(dump_config(config), end="")
         return 0
     monitor = None
-    if config.trainer.knn_every_n_epochs > 0 and not args.no_knn:
-        monitor = _knn_monitor(config, args.knn_limit)
     started = time.perf_counter()
     try:
+        if config.trainer.knn_every_n_epochs > 0 and not args.no_knn:
+            monitor = _knn_monitor(config, args.knn_limit)
         result = pretrain(config, [monitor] if monitor else [], resume=args.resume)
-    except (ConfigError, FileNotFoundError) as error:
-        print(f"hallucinator pretrain: {error}", file=sys.stderr)
-        return 2
     except TrainingDiverged as error:
         print(f"hallucinator pretrain: training diverged: {error}", file=sys.stderr)
         return 1
+    except (FileNotFoundError, ValueError) as error:  # bad input: config values, missing or corrupt data
+        print(f"hallucinator pretrain: {error}", file=sys.stderr)
+        return 2
     if result.global_rank != 0:
         return 0
     wall = time.perf_counter() - started

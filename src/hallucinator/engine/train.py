@@ -82,6 +82,20 @@ def _state_dict_mismatch(message: str, shown: int = 3) -> str:
     return "; ".join(parts)
 
 
+def check_accelerator(config: Config) -> None:
+    """A GPU that was asked for must be visible (Lightning would fail with a bare traceback)."""
+    accelerator = config.trainer.accelerator
+    gpu_visible = torch.cuda.is_available() or (accelerator == "gpu" and torch.backends.mps.is_available())
+    if accelerator in ("gpu", "cuda") and not gpu_visible:
+        built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(
+            f"trainer.accelerator: {accelerator}, but torch sees no GPU (torch {torch.__version__}, {built}); "
+            "use --device cpu (or auto), or install a CUDA build of torch and check CUDA_VISIBLE_DEVICES"
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.accelerator: mps, but this machine has no Apple GPU; use --device cpu (or auto)")
+
+
 def resolve_precision(config: Config) -> str:
     """``auto``: bf16 autocast on a GPU that supports it; fp32 on CPU (measured in docs/training.md)."""
     precision = config.trainer.precision
@@ -173,7 +187,9 @@ def pretrain(
         ckpt_path = str(checkpoints.last)
     if config.trainer.cpu_threads:
         torch.set_num_threads(config.trainer.cpu_threads)
-    config.trainer.precision = resolve_precision(config)  # before the data: a refused precision fails at once
+    # before the data: a missing device or a refused precision fails at once
+    check_accelerator(config)
+    config.trainer.precision = resolve_precision(config)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = PretrainDataModule(config, dataset)
     data = datamodule.load()
