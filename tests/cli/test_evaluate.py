@@ -97,3 +97,10 @@ def test_bad_input_is_reported(run, tmp_path, capsys):
     assert code == 2 and "--data-dir is required" in err
     code, _, err = call(capsys, "report", run, run, "--names", "only-one")
     assert code == 2 and "--names" in err
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((run / "checkpoints" / "last.ckpt").read_bytes()[:4096])
+    for broken in (truncated, tmp_path / "notes.txt"):
+        broken.write_bytes(broken.read_bytes() if broken.exists() else b"not a checkpoint")
+        for command in ("knn", "export"):
+            code, _, err = call(capsys, command, broken, *([tmp_path / "out.pth"] if command == "export" else []))
+            assert code == 2 and f"{broken} cannot be read as a checkpoint" in err and "Traceback" not in err

@@ -174,6 +174,15 @@ def test_show_augmentations_writes_a_png(tmp_path: Path):
         assert image.size[0] > 300 and image.size[1] > 300
 
 
+def test_show_augmentations_reports_bad_input_in_one_line(tmp_path: Path, capsys):
+    missing = ["show-augmentations", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nowhere")]
+    assert cli_main([*missing, "--output", str(tmp_path / "grid.png")]) == 2
+    assert capsys.readouterr().err.startswith(f"hallucinator show-augmentations: cifar10 not found at {tmp_path}")
+    assert cli_main(["show-augmentations", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--preset", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "grid.png").exists()
+
+
 def test_run_view_reproduces_the_module_forward():
     from hallucinator.cli.augmentations import run_view
 

@@ -11,6 +11,7 @@ view 2, un-normalised for display.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -98,11 +99,15 @@ def write_grid(
 
 
 def show_augmentations(args: argparse.Namespace) -> int:
-    dataset = build_dataset(args.dataset, args.data_dir, args.split, cache_dir=args.cache_dir)
     overrides = {key: value for key, value in (("p", args.p), ("alpha", args.alpha)) if value is not None}
     preset = args.preset or f"{args.dataset}-mocov2"
-    recipe = presets.recipe(preset, args.image_size, **overrides)
-    two_views = presets.build(preset, args.image_size, **overrides)
+    try:  # bad input (a missing or corrupt dataset, an unknown preset, impossible p or alpha) is one line
+        recipe = presets.recipe(preset, args.image_size, **overrides)
+        two_views = presets.build(preset, args.image_size, **overrides)
+        dataset = build_dataset(args.dataset, args.data_dir, args.split, cache_dir=args.cache_dir)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"hallucinator show-augmentations: {error}", file=sys.stderr)
+        return 2
     count = min(args.num_images, len(dataset))
     chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:count]
     images, _ = dataset[chosen]

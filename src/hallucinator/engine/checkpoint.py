@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -27,6 +28,14 @@ def read_config(checkpoint: dict, path: Path) -> Config:
         raise ValueError(f"{path}: the config stored in the checkpoint is invalid: {error}") from error
 
 
+def _load_failure(error: Exception) -> str:
+    """The line of a ``torch.load`` error that says what went wrong, without torch's generic advice."""
+    generic = ("Weights only load failed", "Check the documentation", "Please file an issue", "In PyTorch 2.6")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    specific = [line for line in lines if not line.startswith(generic)]
+    return f"{type(error).__name__}: {specific[0][:200] if specific else 'no details'}"
+
+
 def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
     """The online encoder saved in ``path`` (a ``hallucinator pretrain`` checkpoint) and its config.
 
@@ -39,7 +48,13 @@ def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") ->
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ValueError(
+            f"{path} cannot be read as a checkpoint: it is truncated, corrupt, not a PyTorch file, or holds objects "
+            f"that weights_only loading refuses ({_load_failure(error)}); pass a checkpoint written by `hallucinator pretrain`"
+        ) from error
     config = read_config(checkpoint, path)
     model = config.model
     backbone = backbones.build(model.backbone, cifar_stem=model.cifar_stem, width=model.width)
