@@ -70,9 +70,11 @@ def test_each_precision_trains_and_its_checkpoint_loads_on_the_cpu(
     assert features.shape == (2, backbone.num_features) and torch.isfinite(features).all()
 
 
-def test_fp16_on_the_cpu_is_refused(cifar10_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize("device", ["cpu", pytest.param("auto", marks=pytest.mark.skipif(
+    torch.cuda.is_available() or torch.backends.mps.is_available(), reason="auto picks this machine's GPU"))])
+def test_fp16_on_the_cpu_is_refused(cifar10_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture, device: str) -> None:
     code = main(["pretrain", "configs/base/small.yaml", "--data-dir", str(cifar10_archive), "--output-dir",
-                 str(tmp_path), "--device", "cpu", "--trainer.precision=16", *TINY])
+                 str(tmp_path), "--device", device, "--trainer.precision=16", *TINY])
     assert code == 2
     error = capsys.readouterr().err
     assert "trainer.precision" in error and "bf16-mixed" in error

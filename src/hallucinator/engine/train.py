@@ -101,7 +101,8 @@ def resolve_precision(config: Config) -> str:
     precision = config.trainer.precision
     accelerator = config.trainer.accelerator
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if precision == "16-mixed" and accelerator != "mps" and not gpu:
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not gpu and not torch.backends.mps.is_available())
+    if precision == "16-mixed" and on_cpu:
         # Lightning would quietly train in bf16 instead, and the run's config would say fp16
         raise ConfigError(
             "trainer.precision: 16-mixed (fp16 autocast) needs a GPU; on the CPU use bf16-mixed or 32-true"
