@@ -15,6 +15,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CIFAR10_ARCHIVE = PROJECT_ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """Runs with ``--trainer.cpu_threads`` or ``--threads`` set torch's thread count: give it back after each test."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def cifar10_archive() -> Path:
     if not CIFAR10_ARCHIVE.is_file():

@@ -34,13 +34,6 @@ SMALL_HEADS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def metrics(run: Path) -> list[dict[str, str]]:
     rows = []
     for path in sorted((run / "csv").glob("version_*/metrics.csv")):

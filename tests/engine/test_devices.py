@@ -35,13 +35,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def losses(run: Path) -> list[float]:
     rows = []
     for path in sorted((run / "csv").glob("version_*/metrics.csv")):

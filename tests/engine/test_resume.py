@@ -15,13 +15,6 @@ from hallucinator.engine import load_config, pretrain
 from hallucinator.engine.config import Config
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(archive: Path, run: Path, method: str = "mocov2") -> Config:
     # 5 steps per epoch, 2 epochs: the interruption at step 3 is mid-epoch
     return load_config(
