@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -89,3 +91,16 @@ def test_random_subset_is_fixed_ordered_and_spans_classes():
     assert bool((sub_images.flatten().diff() > 0).all())  # dataset order kept
     assert torch.equal(random_subset(images, labels, 20)[0], sub_images)  # fixed seed
     assert random_subset(images, labels, None)[0] is images
+
+
+def test_plain_knn_imports_no_lightning():
+    """Users' own code may run kNN without Lightning installed: only the monitor needs it."""
+    code = (
+        "import sys, hallucinator.evaluation, hallucinator.evaluation.knn;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from hallucinator.evaluation import KNNMonitor  # still reachable from the package, loaded on first use
+
+    assert KNNMonitor.__module__ == "hallucinator.evaluation.monitor"

@@ -6,8 +6,9 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
-from hallucinator.evaluation.knn import KNNMonitor, knn_classify
+from hallucinator.evaluation.knn import knn_classify
 from hallucinator.evaluation.metrics import uniformity_metrics
+from hallucinator.evaluation.monitor import KNNMonitor
 from hallucinator.evaluation.plots import metric_series, read_metrics
 
 

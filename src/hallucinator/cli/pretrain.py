@@ -85,7 +85,7 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 def _knn_monitor(config: Any, limit: int | None = None) -> Any:
     """The evaluation layer's kNN monitor on the run's dataset (train split = bank, test split = queries)."""
-    from hallucinator.evaluation.knn import KNNMonitor
+    from hallucinator.evaluation.monitor import KNNMonitor
 
     every = config.trainer.knn_every_n_epochs
     d = config.data
