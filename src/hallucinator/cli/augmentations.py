@@ -62,7 +62,8 @@ def write_grid(
     with torch.no_grad():
         views = [run_view(two_views.view1, images, generator), run_view(two_views.view2, images, generator)]
     n, _, height, width = images.shape
-    figure, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n + 0.4), squeeze=False)
+    # constrained layout reserves room for the suptitle (tight_layout drew it over the column titles)
+    figure, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n + 0.4), squeeze=False, layout="constrained")
     titles = ("source (dashed: central box)", "view 1 (hallucinated)", "view 2")
     sources = images.permute(0, 2, 3, 1)
     for row in range(n):
@@ -92,7 +93,6 @@ def write_grid(
                 axes[row, column].set_title(titles[column], fontsize=9)
     if title:
         figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=100)
     plt.close(figure)
