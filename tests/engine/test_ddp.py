@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from hallucinator.data import build_dataset, eval_transform
 from hallucinator.engine import load_config
 from hallucinator.engine.module import build_method
+from tests.conftest import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BATCH = 16
@@ -83,7 +84,7 @@ def expected_loss(archive: Path, run: Path, processes: int) -> float:
 
 def test_two_process_ddp_matches_single_process(cifar10_archive: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29571"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
     ddp = tmp_path / "ddp"
     command = [*torchrun, "-m", "hallucinator", "pretrain", *args(cifar10_archive, ddp)]
     command += ["--trainer.devices=2", "--trainer.strategy=ddp"]
