@@ -11,9 +11,11 @@ Run directory (``config.output_dir``)::
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,6 +154,42 @@ def build_trainer(config: Config, callbacks: Sequence[pl.Callback], output_dir: 
     )
 
 
+# Lightning's rank-zero messages go through these loggers (fabric's and pytorch's rank_zero modules).
+_LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    """Drops Lightning's advertising ("💡 Tip: ... try installing litlogger"); keeps every other message."""
+    return not record.getMessage().startswith("💡 Tip")
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silences Lightning's noise around building the trainer and fitting; what a user needs stays.
+
+    Kept: the device summary, our own warnings and every error. Dropped: the advertising tips and
+    warnings that are about Lightning's internals or our deliberate choices, each said below.
+    """
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_INFO_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(_not_a_tip)
+    try:
+        with warnings.catch_warnings():
+            # our logging directories are fixed so that a resumed run appends to the same files
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            # the augmentation lives in the module on purpose (it runs on the device after transfer)
+            warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+            # StepBatches resumes mid-epoch by itself, at trainer.global_step (tests/engine/test_resume.py)
+            warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+            # Lightning's own use of a torch API that torch deprecated: nothing a user can act on
+            warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(_not_a_tip)
+
+
 def pretrain(
     config: Config, callbacks: Sequence[pl.Callback] = (), *, resume: bool = False, dataset: object | None = None
 ) -> PretrainResult:
@@ -201,15 +239,8 @@ def pretrain(
         raise ConfigError(f"data.batch_size: {config.data.batch_size} is larger than the dataset")
     module = PretrainModule(config, steps_per_epoch)
     throughput = Throughput()
-    trainer = build_trainer(config, [checkpoints, throughput, _SaveConfig(config, output_dir), *callbacks], output_dir)
-    with warnings.catch_warnings():
-        # our logging directories are fixed so that a resumed run appends to the same files
-        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        # the augmentation lives in the module on purpose (it runs on the device after transfer)
-        warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
-        # StepBatches resumes mid-epoch by itself, at trainer.global_step (tests/engine/test_resume.py)
-        warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+    with quiet_lightning():
+        trainer = build_trainer(config, [checkpoints, throughput, _SaveConfig(config, output_dir), *callbacks], output_dir)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except RuntimeError as error:
