@@ -87,7 +87,7 @@ class DataConfig:
     """Augmentation preset of ``hallucinator.data.presets`` (``None``: ``<dataset>-<method>``), or
     ``none``: no augmentation, both views are the plain image (a debugging aid)."""
     augment: dict[str, Any] = field(default_factory=dict)
-    """Overrides passed to the preset (e.g. ``center_p: 0.6``)."""
+    """Overrides passed to the preset (e.g. ``p: 0.6``, ``alpha: 0.1``; see ``hallucinator.data.presets.Recipe``)."""
     batch_size: int = 512
     """Global batch (all processes together); the lr is scaled by it (see ``optimizer``)."""
     limit: int | None = None

@@ -195,7 +195,7 @@ def extract_pair_features(
 
     Example:
         >>> from hallucinator.data import presets
-        >>> q, k = extract_pair_features(backbone, test.images, presets.build("simclr", 32))
+        >>> q, k = extract_pair_features(backbone, test.images, presets.build("cifar10-simclr", 32))
     """
     features = _extract(backbone, images, two_views, batch_size, device, precision, progress)
     if len(features) != 2:

@@ -120,7 +120,7 @@ def representation_metrics(
     ``transform`` maps it to the plain normalised image (e.g. ``eval_transform``).
 
     Example:
-        >>> representation_metrics(backbone, test.images, two_views=presets.build("simclr", 32),
+        >>> representation_metrics(backbone, test.images, two_views=presets.build("cifar10-simclr", 32),
         ...                        transform=eval_transform("cifar10", 32))
         {'pos_similarity': 0.61, 'alignment': 0.78, 'uniformity': -3.4, 'g2': 0.2089}
     """
