@@ -8,6 +8,7 @@ import statistics
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from hallucinator.evaluation.plots import (
     circle_kde,
@@ -17,7 +18,7 @@ from hallucinator.evaluation.plots import (
     plot_training_curves,
     read_metrics,
 )
-from hallucinator.evaluation.report import load_run, paper_table, save_evaluation, write_report
+from hallucinator.evaluation.report import arms_table, group_arms, load_run, paper_table, save_evaluation, write_report
 from tests.evaluation.conftest import fabricate_checkpoint, write_metrics
 
 
@@ -108,9 +109,50 @@ def test_report_tables(tmp_path):
     assert f"| simclr | 60.50 ± {spread:.2f} | - |" in text  # Table 1 layout: ✗ pooled over 2 seeds, ✓ not run
     assert f"| simclr | 51.00 ± {statistics.stdev([50.0, 52.0]):.2f} | 40.00 |" in text  # kNN version
     assert "| simclr-s0 | simclr | cifar10 | ✗ | - | 3 | 50.00 | 60.00 | 0.500 | 0.900 | -3.000 | 0.2100 | 10.0 min |" in text
-    assert "| 2 |" in text  # the arm with two seeds
+    assert "| hallucinator.enabled=False | simclr | cifar10 | ✗ |" in text and "| 0, 1 |" in text  # two seeds, one arm
     assert "| simclr-s1 | simclr | cifar10 | ✗ | - | 2.05 | 52.00 |" in text
     assert (tmp_path / "report" / "positive_similarity.png").is_file()
     assert json.loads((runs[0] / "evaluation.json").read_text())["knn"]["top1"] == 50.0
     assert paper_table([third]) == "| Dataset |\n| --- |"  # no linear figure yet: an empty table
     assert "| simclr | - | 40.00 |" in paper_table([third], "knn_top1")
+
+
+def set_config(run, key: str, value) -> None:
+    """Changes one dotted key of the run's config.yaml, as a run with that override would have written it."""
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    *sections, last = key.split(".")
+    node = config
+    for section in sections:
+        node = node[section]
+    node[last] = value
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_runs_pool_only_when_their_configs_differ_in_the_seed_alone(tmp_path):
+    knn = {"knn": {"top1": 50.0}}
+    fp32 = make_run(tmp_path, "fp32-s0", hallucinator=True, seed=0, evaluation=knn)
+    fp32_again = make_run(tmp_path, "fp32-s1", hallucinator=True, seed=1, evaluation={"knn": {"top1": 54.0}})
+    bf16 = make_run(tmp_path, "bf16-s0", hallucinator=True, seed=0, evaluation={"knn": {"top1": 58.0}})
+    set_config(bf16, "trainer.precision", "bf16-mixed")
+    subset = make_run(tmp_path, "subset-s0", hallucinator=True, seed=0, evaluation=knn)
+    set_config(subset, "data.data_dir", "/elsewhere/cifar10-5k.tar.gz")
+    elsewhere = make_run(tmp_path, "moved-s0", hallucinator=True, seed=0, evaluation=knn)
+    set_config(elsewhere, "data.data_dir", "/another/machine/data")  # same archive name: same dataset
+    bookkeeping = make_run(tmp_path, "threads-s2", hallucinator=True, seed=2, evaluation=knn)
+    set_config(bookkeeping, "trainer.cpu_threads", 1)  # how it ran, not what it trained
+
+    arms = group_arms([load_run(r) for r in (fp32, fp32_again, bf16, subset, elsewhere, bookkeeping)])
+    assert {name: [run.name for run in members] for name, members in arms.items()} == {
+        "data.data_dir=data, trainer.precision=auto": ["fp32-s0", "fp32-s1", "moved-s0", "threads-s2"],
+        "data.data_dir=data, trainer.precision=bf16-mixed": ["bf16-s0"],
+        "data.data_dir=cifar10-5k.tar.gz, trainer.precision=auto": ["subset-s0"],
+    }
+
+    table = arms_table([load_run(r) for r in (fp32, fp32_again, bf16, elsewhere)])
+    assert "| trainer.precision=auto | simclr | cifar10 | ✓ |" in table
+    assert f"| 51.33 ± {statistics.stdev([50.0, 54.0, 50.0]):.2f} |" in table
+    assert "| 0, 1, 0 ⚠ seed 0 repeated |" in table  # fp32-s0 and moved-s0: the same seed twice is flagged
+    assert "| trainer.precision=bf16-mixed | simclr | cifar10 | ✓ | - | 3 | 58.00 |" in table
+
+    layout = paper_table([load_run(r) for r in (fp32, fp32_again, bf16)], "knn_top1")
+    assert f"| simclr | - | 52.00 ± {statistics.stdev([50.0, 54.0]):.2f} / 58.00 |" in layout  # two arms, not pooled

@@ -14,8 +14,9 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -51,11 +52,43 @@ class RunSummary:
     uniformity: float | None = None
     g2: float | None = None
     wall_seconds: float | None = None
+    recipe: dict[str, Any] = field(default_factory=dict)
+    """The resolved config as dotted keys, less the seed and the keys in :data:`NOT_RECIPE`."""
 
     @property
-    def arm(self) -> tuple[str, str, bool, str]:
-        """Runs that differ only in their seed share an arm."""
-        return self.method, self.dataset, self.hallucinator, self.warmup
+    def arm(self) -> tuple:
+        """Runs share an arm only when their resolved configs differ in the seed alone."""
+        return tuple(sorted((key, repr(value)) for key, value in self.recipe.items()))
+
+
+# Keys that say where and how visibly a run ran, not what it trained: runs differing only in these
+# (and the seed) are one arm. Everything else in the resolved config, precision included, splits arms.
+NOT_RECIPE = frozenset({
+    "seed", "output_dir", "data.cache_dir", "data.download", "data.num_workers",
+    "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_epochs",
+    "trainer.last_every_n_steps", "trainer.knn_every_n_epochs", "trainer.cpu_threads",
+})
+
+
+def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as ``{dotted.key: value}``, less :data:`NOT_RECIPE`.
+
+    ``data.data_dir`` is reduced to its last path component, so the same archive reached by
+    different paths is one dataset, while a subset archive (``cifar10-5k.tar.gz``) is another.
+    """
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        else:
+            flat[prefix] = node
+
+    walk("", config)
+    if flat.get("data.data_dir"):
+        flat["data.data_dir"] = Path(str(flat["data.data_dir"])).name
+    return {key: value for key, value in flat.items() if key not in NOT_RECIPE}
 
 
 def run_dir_of(checkpoint: str | Path) -> Path | None:
@@ -142,6 +175,7 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
         uniformity=representation.get("uniformity", _last(metrics, "uniformity")),
         g2=representation.get("g2", _last(metrics, "g2")),
         wall_seconds=_wall_seconds(run_dir, evaluation),
+        recipe=recipe_of(config),
     )
 
 
@@ -184,26 +218,66 @@ def runs_table(runs: Sequence[RunSummary]) -> str:
     return _markdown(["run", *(title for title, _ in COLUMNS)], rows)
 
 
-def arms_table(runs: Sequence[RunSummary]) -> str:
-    """Runs that differ only in seed pooled: mean ± sample standard deviation, with the number of seeds."""
+def group_arms(runs: Sequence[RunSummary]) -> dict[str, list[RunSummary]]:
+    """Runs grouped into arms (same resolved config but the seed), each named by the keys that tell arms apart.
+
+    With a single arm its name is ``-``. Example: ``{"hallucinator.enabled=False": [...],
+    "hallucinator.enabled=True": [...]}``.
+    """
     arms: dict[tuple, list[RunSummary]] = defaultdict(list)
     for run in runs:
         arms[run.arm].append(run)
-    rows = [[*(_cell(attr, [getattr(r, attr) for r in members]) for _, attr in COLUMNS), str(len(members))]
-            for members in arms.values()]
-    return _markdown([*(title for title, _ in COLUMNS), "runs"], rows)
+    recipes = [members[0].recipe for members in arms.values()]
+    keys = sorted({key for recipe in recipes for key in recipe})
+    differing = [key for key in keys if len({repr(recipe.get(key)) for recipe in recipes}) > 1]
+    named: dict[str, list[RunSummary]] = {}
+    for recipe, members in zip(recipes, arms.values()):
+        name = ", ".join(f"{key}={_value(recipe.get(key))}" for key in differing) or "-"
+        named[name] = members
+    return named
+
+
+def _value(value: Any) -> str:
+    return "-" if value is None else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _seeds(members: Sequence[RunSummary]) -> str:
+    """The arm's seeds; a seed that occurs twice is flagged (two runs of one seed are no spread)."""
+    seeds = [run.seed for run in members]
+    text = ", ".join("-" if seed is None else str(seed) for seed in seeds)
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1}, key=str)
+    return text + (f" ⚠ seed {', '.join(map(str, repeated))} repeated" if repeated else "")
+
+
+def arms_table(runs: Sequence[RunSummary]) -> str:
+    """Runs that differ only in seed pooled: mean ± sample standard deviation, with the seeds.
+
+    The first column names each arm by the config keys that tell it apart from the others.
+    """
+    rows = [[name, *(_cell(attr, [getattr(r, attr) for r in members]) for _, attr in COLUMNS), _seeds(members)]
+            for name, members in group_arms(runs).items()]
+    return _markdown(["arm", *(title for title, _ in COLUMNS), "seeds"], rows)
 
 
 def paper_table(runs: Sequence[RunSummary], metric: str = "linear_top1") -> str:
-    """The paper's Table 1 layout: methods as rows, each dataset as a ✗ / ✓ pair of columns (runs without warm-up)."""
-    cells: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
+    """The paper's Table 1 layout: methods as rows, each dataset as a ✗ / ✓ pair of columns (runs without warm-up).
+
+    A cell pools seeds of one arm only; a cell whose runs come from several arms (say bf16 and fp32)
+    shows each arm's figure, separated by ``/``, in the order of the arms table.
+    """
+    cells: dict[tuple[str, str, bool], dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         if run.warmup == "-" and getattr(run, metric) is not None:
-            cells[run.method, run.dataset, run.hallucinator].append(getattr(run, metric))
+            cells[run.method, run.dataset, run.hallucinator][run.arm].append(getattr(run, metric))
     datasets = sorted({d for _, d, _ in cells})
     methods = sorted({m for m, _, _ in cells})
     header = ["Dataset", *(f"{d} {mark}" for d in datasets for mark in ("✗", "✓"))]
-    rows = [[m, *(_cell(metric, cells.get((m, d, h), [])) for d in datasets for h in (False, True))] for m in methods]
+
+    def cell(key: tuple[str, str, bool]) -> str:
+        arms = cells.get(key, {})
+        return " / ".join(_cell(metric, values) for values in arms.values()) if arms else "-"
+
+    rows = [[m, *(cell((m, d, h)) for d in datasets for h in (False, True))] for m in methods]
     return _markdown(header, rows)
 
 
@@ -231,7 +305,8 @@ def write_report(
         "every arm is in the tables below them.",
         "## Table 1 layout (linear top-1, %)", paper_table(runs),
         "## Table 1 layout (kNN top-1, %)", paper_table(runs, "knn_top1"),
-        "## Arms (mean ± std over seeds)", arms_table(runs),
+        "## Arms (mean ± std over seeds; runs are one arm only when their configs differ in the seed alone)",
+        arms_table(runs),
         "## Runs", runs_table(runs),
     ]
     sections += ["## Figures", *(f"![{p.stem}]({p.name})" for p in plots if p.suffix == ".png")]
