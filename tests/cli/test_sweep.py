@@ -1,0 +1,75 @@
+"""``hallucinator sweep``: the grid, the runs on real CIFAR-10 images, resuming, and the arms table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hallucinator.cli import main
+from hallucinator.cli.sweep import SweepError, parse_grid, plan, split_values
+
+TINY = ["--model.width=8", "--batch-size=16", "--data.limit=64", "--trainer.max_steps=2", "--no-knn",
+        "--trainer.progress_bar=false", "--device=cpu", "--model.hparams.queue_size=64"]
+
+
+def test_values_split_on_commas_outside_brackets():
+    assert split_values("joint,adversarial, frozen") == ["joint", "adversarial", "frozen"]
+    assert split_values("[0,0.1],[0,1.0]") == ["[0,0.1]", "[0,1.0]"]
+    for bad in ("a,,b", "[0,1", "a,"):
+        with pytest.raises(SweepError, match="--grid"):
+            split_values(bad)
+
+
+def test_plan_is_every_grid_point_times_every_seed_seed_major():
+    grid = parse_grid(["hallucinator.enabled=false,true", "--model.hparams.temperature=0.1,0.2"])
+    runs = plan(grid, [3, 4])
+    assert [r.name for r in runs[:4]] == [
+        "enabled=false-temperature=0.1-s3", "enabled=false-temperature=0.2-s3",
+        "enabled=true-temperature=0.1-s3", "enabled=true-temperature=0.2-s3"]
+    assert [r.seed for r in runs] == [3] * 4 + [4] * 4
+    assert runs[-1].overrides == ("--hallucinator.enabled=true", "--model.hparams.temperature=0.2")
+    # the same last key part twice: the full keys tell the runs apart
+    assert plan(parse_grid(["model.width=8", "data.width=1"]), [0])[0].name == "model.width=8-data.width=1-s0"
+    with pytest.raises(SweepError, match="KEY=V1,V2"):
+        parse_grid(["hallucinator.enabled"])
+
+
+def test_a_typo_in_the_grid_stops_before_anything_runs(tmp_path, capsys):
+    code = main(["sweep", "configs/base/small.yaml", "--grid", "hallucinator.enabld=false,true",
+                 "--output-dir", str(tmp_path / "sweep")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hallucinator sweep: enabld=false-s0: config error: hallucinator.enabld: unknown key")
+    assert "\n" not in err and not (tmp_path / "sweep").exists()
+
+
+def test_sweep_runs_resumes_and_tabulates(cifar10_archive: Path, tmp_path: Path, capsys):
+    out = tmp_path / "sweep"
+    sweep = ["sweep", "configs/base/small.yaml", "--grid", "hallucinator.enabled=false,true", "--seeds", "0", "1",
+             "--output-dir", str(out), "--parallel", "2", "--data-dir", str(cifar10_archive),
+             "--model.method=mocov2", *TINY]
+    assert main([*sweep, "--json"]) == 0
+    printed = capsys.readouterr().out
+    names = ["enabled=false-s0", "enabled=true-s0", "enabled=false-s1", "enabled=true-s1"]
+    assert json.loads((out / "sweep.json").read_text()) == {name: "done" for name in names}
+    for name in names:
+        assert (out / name / "checkpoints" / "last.ckpt").is_file() and (out / name / "sweep.log").is_file()
+    table = (out / "sweep.md").read_text()
+    assert "| hallucinator.enabled=False | mocov2 | cifar10 | ✗ |" in table
+    assert "| hallucinator.enabled=True | mocov2 | cifar10 | ✓ |" in table
+    assert table.count("| 0, 1 |") == 2  # two arms, each pooling seeds 0 and 1
+    arms = json.loads(printed.strip().splitlines()[-1])["arms"]
+    assert [(arm["arm"], arm["seeds"]) for arm in arms] == [
+        ("hallucinator.enabled=False", [0, 1]), ("hallucinator.enabled=True", [0, 1])]
+
+    # an interrupted run (not recorded as done, checkpoint kept) is resumed; finished ones are skipped
+    (out / "sweep.json").write_text(json.dumps({name: "done" for name in names[:3]}))
+    assert main([*sweep, "--dry-run", "--evaluate", "metrics"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"sweep: 4 runs (3 finished, 1 to resume, 0 to start) in {out}"
+    assert printed[1].startswith(f"hallucinator pretrain configs/base/small.yaml --output-dir {out}/enabled=true-s1 ")
+    # with --evaluate, each run's evaluation commands follow its pretrain command
+    assert printed[1].endswith(f"--resume && hallucinator metrics {out}/enabled=true-s1/checkpoints/last.ckpt --json "
+                               "--no-progress")
