@@ -97,3 +97,33 @@ def test_channels_last_weight_gradient_matches_contiguous_at_the_safe_boundary()
         conv.to(memory_format=memory_format)(x.contiguous(memory_format=memory_format)).square().sum().backward()
         gradients.append(conv.weight.grad.clone())
     torch.testing.assert_close(gradients[1], gradients[0], rtol=1e-4, atol=1e-4)
+
+
+# ---- timm backbones
+
+
+def test_small_vits_fit_small_images_and_return_the_cls_token() -> None:
+    import timm
+
+    torch.manual_seed(0)
+    vit = backbones.build("vit_tiny", image_size=32)
+    assert vit.num_features == 192 and vit.patch_embed.patch_size == (4, 4)  # 8 x 8 tokens on CIFAR
+    assert backbones.build("vit_small", image_size=64).patch_embed.patch_size == (8, 8)
+    assert backbones.build("vit_small", image_size=64).num_features == 384
+    x = torch.randn(2, 3, 32, 32)
+    assert vit(x).shape == (2, 192) and vit(x[..., :24, :24]).shape == (2, 192)  # smaller training crops work too
+    # the CLS token after the final norm, computed through timm's own forward_features
+    torch.testing.assert_close(vit.eval()(x), vit.forward_features(x)[:, 0])
+    reference = timm.create_model("vit_tiny_patch16_224", num_classes=0, patch_size=4, img_size=32)
+    assert reference.load_state_dict(vit.state_dict()).missing_keys == []
+
+
+def test_any_timm_model_by_prefix_and_bad_names() -> None:
+    resnet = backbones.build("timm:resnet18")
+    assert resnet.num_features == 512 and resnet(torch.randn(1, 3, 64, 64)).shape == (1, 512)
+    with pytest.raises(ValueError, match="unknown timm model 'no_such_net'"):
+        backbones.build("timm:no_such_net")
+    with pytest.raises(ValueError, match="--model.cifar_stem=false"):
+        backbones.build("vit_tiny", cifar_stem=True)
+    assert backbones.timm_spec("vit_small", 96) == ("vit_small_patch16_224", {"patch_size": 8, "img_size": 96})
+    assert backbones.timm_spec("resnet18") is None

@@ -9,7 +9,13 @@ import torchvision
 
 from hallucinator import backbones
 from hallucinator.cli import main
-from hallucinator.export import detectron2_key, detectron2_model, export_checkpoint, export_state_dict
+from hallucinator.export import (
+    detectron2_key,
+    detectron2_model,
+    export_checkpoint,
+    export_state_dict,
+    timm_loading_code,
+)
 from tests.evaluation.conftest import fabricate_checkpoint
 
 # detectron2's ResNet names (before its matching heuristics): stem.conv1[_norm], resN.i.convK[_norm], shortcut[_norm]
@@ -101,3 +107,56 @@ def test_export_checkpoint_and_cli(tmp_path, capsys):
         assert "res5.1.conv2_norm.weight" in pickle.load(handle)["model"]
     assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "x.pth")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+# ---- timm
+
+
+def test_timm_export_of_a_vit_loads_strictly_into_timm(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    vit = backbones.build("vit_tiny", image_size=32)
+    path = export_state_dict(vit.state_dict(), tmp_path / "vit.pth", "timm", arch="vit_tiny", image_size=32)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, patch_size=4, img_size=32)
+    result = model.load_state_dict(torch.load(path, weights_only=True))
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model.eval()(x), vit.eval()(x))
+    assert timm_loading_code("vit_tiny", 32) == (
+        "timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=0, patch_size=4, img_size=32)")
+    with pytest.raises(ValueError, match="--format timm"):
+        export_state_dict(vit.state_dict(), tmp_path / "vit-tv.pth", "torchvision", arch="vit_tiny")
+
+
+def test_timm_export_of_a_resnet_and_safetensors(tmp_path, resnet50_state):
+    import timm
+    from safetensors.torch import load_file
+
+    path = export_state_dict(resnet50_state, tmp_path / "r50.safetensors", "timm", arch="resnet50", safetensors=True)
+    weights = load_file(path)
+    assert weights.keys() == resnet50_state.keys() and all(torch.equal(weights[k], v) for k, v in resnet50_state.items())
+    model = timm.create_model("resnet50", pretrained=False, num_classes=0)
+    assert not any(model.load_state_dict(weights))  # no missing, no unexpected key
+    backbone = backbones.build("resnet50")
+    backbone.load_state_dict(resnet50_state)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model.eval()(x), backbone.eval()(x))
+    with pytest.raises(ValueError, match="detectron2 reads its pickled format only"):
+        export_state_dict(resnet50_state, tmp_path / "r50.pkl", "detectron2", arch="resnet50", safetensors=True)
+    with pytest.raises(ValueError, match="no timm counterpart"):
+        export_state_dict(resnet50_state, tmp_path / "x.pth", "timm", arch="vgg11")
+
+
+def test_timm_export_from_the_cli(tmp_path, capsys):
+    checkpoint = fabricate_checkpoint(tmp_path / "run", backbone="vit_tiny", width=64)
+    out = tmp_path / "vit.safetensors"
+    assert main(["export", str(checkpoint), str(out), "--format", "timm", "--safetensors"]) == 0
+    printed = capsys.readouterr().out
+    assert "load them with: timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=0, " \
+           "patch_size=4, img_size=32)" in printed
+    import timm
+    from safetensors.torch import load_file
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, patch_size=4, img_size=32)
+    assert not any(model.load_state_dict(load_file(out)))

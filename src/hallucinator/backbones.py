@@ -4,10 +4,17 @@ ResNets are torchvision's own ``ResNet`` class and blocks, with two options torc
 lacks: a base ``width`` (narrow nets for CPU experiments) and the CIFAR stem (3x3 stride-1
 conv, no max-pool). Their state-dict keys are torchvision's minus ``fc.*``, so trained
 weights load into ``torchvision.models.resnet18()`` (``strict=False``) as they are.
+
+Vision Transformers and every other timm model come from timm, unchanged (its keys, its
+pooling: the CLS token for ViTs): ``timm:<model name>``, or the small-image ViTs ``vit_tiny``
+and ``vit_small`` whose patch size and position embeddings fit 32-96 px images.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import timm
 import torch
 import torchvision
 from torch import nn
@@ -86,36 +93,87 @@ def _strip_classifier(model: nn.Module, name: str) -> nn.Module:
     return model
 
 
+# name -> timm architecture of the small-image ViTs (DeiT-Tiny and -Small widths, depth 12)
+SMALL_VITS = {"vit_tiny": "vit_tiny_patch16_224", "vit_small": "vit_small_patch16_224"}
+TIMM_PREFIX = "timm:"
+
+
+def small_vit_patch_size(image_size: int) -> int:
+    """4 px patches up to 32 px images (8 x 8 tokens on CIFAR), 8 px above (8 x 8 on Tiny ImageNet, 12 x 12 on STL-10)."""
+    return 4 if image_size <= 32 else 8
+
+
+def timm_spec(name: str, image_size: int | None = None) -> tuple[str, dict[str, Any]] | None:
+    """``(architecture, kwargs)`` of ``timm.create_model`` that builds backbone ``name``; ``None`` if it is not timm's.
+
+    What ``hallucinator export --format timm`` tells users to load the weights with.
+
+    Example:
+        >>> timm_spec("vit_tiny", 32)
+        ('vit_tiny_patch16_224', {'patch_size': 4, 'img_size': 32})
+    """
+    if name.startswith(TIMM_PREFIX):
+        return name[len(TIMM_PREFIX) :], {}
+    if name in SMALL_VITS:
+        size = image_size or 32
+        return SMALL_VITS[name], {"patch_size": small_vit_patch_size(size), "img_size": size}
+    return None
+
+
 def available() -> list[str]:
-    """ResNets with width/CIFAR-stem options first, then every torchvision classification model name."""
+    """ResNets with width/CIFAR-stem options first, the small-image ViTs, then every torchvision classification model
+    name; any timm model is ``timm:<name>``."""
     others = sorted(set(torchvision.models.list_models(module=torchvision.models)) - set(RESNETS))
-    return list(RESNETS) + others
+    return list(RESNETS) + list(SMALL_VITS) + others + [f"{TIMM_PREFIX}<any timm model>"]
 
 
-def build(name: str, cifar_stem: bool = False, width: int = 64) -> nn.Module:
+def _build_timm(name: str, image_size: int | None) -> nn.Module:
+    architecture, kwargs = timm_spec(name, image_size)
+    if not timm.is_model(architecture):
+        raise ValueError(f"unknown timm model {architecture!r} (backbone {name!r}); timm.list_models() lists them")
+    if name in SMALL_VITS:
+        # training crops may be smaller than the evaluation images (data.crop_size): position embeddings interpolate
+        kwargs = {**kwargs, "dynamic_img_size": True}
+    model = timm.create_model(architecture, pretrained=False, num_classes=0, **kwargs)
+    if not isinstance(getattr(model, "num_features", None), int):
+        raise ValueError(f"timm model {architecture!r} has no integer num_features; it cannot be a backbone here")
+    return model
+
+
+def build(name: str, cifar_stem: bool = False, width: int = 64, image_size: int | None = None) -> nn.Module:
     """Build a randomly initialised backbone with a ``num_features`` attribute.
 
     Args:
-        name: ``resnet18``/``34``/``50``/``101``/``152`` or any torchvision classification model name.
+        name: ``resnet18``/``34``/``50``/``101``/``152``, ``vit_tiny``/``vit_small`` (small-image ViTs),
+            any torchvision classification model name, or ``timm:<model name>`` (timm's model,
+            classifier removed, its own pooling).
         cifar_stem: 3x3 stride-1 first conv and no max-pool (for 32-96 px images); ResNets only.
         width: base width of the ResNet (64 = torchvision's); ResNets only.
+        image_size: side of the images, for the small-image ViTs (patch size and position
+            embeddings; default 32); other backbones take any size.
 
     Example:
         >>> backbone = build("resnet18", cifar_stem=True, width=64)
         >>> backbone.num_features
         512
+        >>> build("vit_tiny", image_size=32).num_features  # CLS token of a 12-block, 192-wide ViT on 4 px patches
+        192
     """
     if width <= 0:
         raise ValueError(f"width must be a positive number of channels (64 = torchvision's ResNet), got {width}")
     if name in RESNETS:
         block, layers = RESNETS[name]
         return ResNet(block, layers, width=width, cifar_stem=cifar_stem)
-    if name not in torchvision.models.list_models(module=torchvision.models):
+    is_timm = timm_spec(name) is not None
+    if not is_timm and name not in torchvision.models.list_models(module=torchvision.models):
         raise ValueError(f"unknown backbone {name!r}; choose one of {available()}")
     if cifar_stem or width != 64:
         raise ValueError(
-            f"cifar_stem and width are only available for {list(RESNETS)}; build {name!r} with cifar_stem=False, width=64"
+            f"cifar_stem and width are only available for {list(RESNETS)}; build {name!r} with cifar_stem=False, width=64 "
+            "(in a config: --model.cifar_stem=false --model.width=64)"
         )
+    if is_timm:
+        return _build_timm(name, image_size)
     # the auxiliary classifiers of googlenet / inception_v3 would change the output type in training mode
     extra = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
     return _strip_classifier(torchvision.models.get_model(name, weights=None, **extra), name)

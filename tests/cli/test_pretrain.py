@@ -148,3 +148,11 @@ def test_corrupt_image_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("hallucinator pretrain: data.dataset / data.data_dir: cannot decode image") and "broken.jpg" in err
+
+
+def test_a_vit_backbone_pretrains_and_loads(cifar10_archive: Path, tmp_path: Path) -> None:
+    vit = ["--model.backbone=vit_tiny", "--model.cifar_stem=false", "--model.width=64", "--data.crop_size=24", "--no-knn"]
+    assert pretrain(cifar10_archive, tmp_path, *vit) == 0
+    backbone, config = load_backbone(tmp_path / "checkpoints" / "last.ckpt")
+    assert config.model.backbone == "vit_tiny" and backbone.patch_embed.patch_size == (4, 4)
+    assert backbone(torch.zeros(2, 3, 32, 32)).shape == (2, 192)  # trained on 24 px crops, evaluated at 32 px

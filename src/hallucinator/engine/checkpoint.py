@@ -36,6 +36,16 @@ def _load_failure(error: Exception) -> str:
     return f"{type(error).__name__}: {specific[0][:200] if specific else 'no details'}"
 
 
+def build_backbone(config: Config) -> nn.Module:
+    """The (randomly initialised) backbone ``config.model`` describes, at ``config.data.image_size`` where it matters.
+
+    One place for pre-training and for loading checkpoints, so both build the same network.
+    """
+    model = config.model
+    return backbones.build(model.backbone, cifar_stem=model.cifar_stem, width=model.width,
+                           image_size=config.data.image_size)
+
+
 def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
     """The online encoder saved in ``path`` (a ``hallucinator pretrain`` checkpoint) and its config.
 
@@ -57,7 +67,7 @@ def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") ->
         ) from error
     config = read_config(checkpoint, path)
     model = config.model
-    backbone = backbones.build(model.backbone, cifar_stem=model.cifar_stem, width=model.width)
+    backbone = build_backbone(config)
     state = {  # "_orig_mod.": compiled runs before compilation became in place wrapped the backbone
         key[len(BACKBONE_PREFIX) :].replace("_orig_mod.", ""): value
         for key, value in checkpoint["state_dict"].items()

@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from hallucinator import backbones, methods
+from hallucinator.engine.checkpoint import build_backbone
 from hallucinator.engine.config import Config, ConfigError, from_dict, to_dict
 from hallucinator.engine.optim import build_optimizer, lr_factor, warmup_weight
 from hallucinator.hallucinator import Hallucinator
@@ -32,7 +33,7 @@ def build_method(config: Config) -> SSLMethod:
     model = config.model
     if "hallucination_weight" in model.hparams:
         raise ConfigError("model.hparams.hallucination_weight: set hallucinator.weight instead")
-    backbone = backbones.build(model.backbone, cifar_stem=model.cifar_stem, width=model.width)
+    backbone = build_backbone(config)
     h = config.hallucinator
     try:
         method = methods.build(
