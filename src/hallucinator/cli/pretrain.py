@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 EPILOG = """\
@@ -85,6 +86,7 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 def _knn_monitor(config: Any, limit: int | None = None) -> Any:
     """The evaluation layer's kNN monitor on the run's dataset (train split = bank, test split = queries)."""
+    from hallucinator.engine.datamodule import dataset_options
     from hallucinator.evaluation.knn import KNNMonitor
 
     every = config.trainer.knn_every_n_epochs
@@ -97,7 +99,19 @@ def _knn_monitor(config: Any, limit: int | None = None) -> Any:
         bank_size=limit,
         test_size=limit,
         every_n_epochs=every or 1,
+        dataset_options=dataset_options(d),
     )
+
+
+def _knn_unavailable(config: Any) -> str | None:
+    """Why kNN cannot run on the run's data (a folder of one's own images without labels or test split)."""
+    d = config.data
+    if d.dataset != "imagefolder" or not Path(d.data_dir).expanduser().is_dir():
+        return None
+    from hallucinator.data.folder import missing_test_split
+    from hallucinator.engine.datamodule import dataset_options
+
+    return missing_test_split(d.data_dir, dataset_options(d)["folder"])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
     monitor = None
     started = time.perf_counter()
     try:
+        unavailable = None if args.no_knn else _knn_unavailable(config)
+        if unavailable:
+            print(f"kNN monitor and final kNN skipped: {unavailable}", flush=True)
+            args.no_knn = True
         if config.trainer.knn_every_n_epochs > 0 and not args.no_knn:
             monitor = _knn_monitor(config, args.knn_limit)
         result = pretrain(config, [monitor] if monitor else [], resume=args.resume)
