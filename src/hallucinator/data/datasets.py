@@ -319,7 +319,7 @@ def _read_file(path: str, size: int) -> np.ndarray:
             return image.permute(1, 2, 0).numpy()
         except RuntimeError:
             pass  # CMYK JPEGs and other oddities: PIL below decodes them or names the file
-    return decode_image(Path(path).read_bytes(), path, size)
+    return np.array(decode_image(Path(path).read_bytes(), path, size))  # writable, for torch.from_numpy
 
 
 def _decode_into(

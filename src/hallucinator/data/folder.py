@@ -42,7 +42,17 @@ from hallucinator.data import cache
 from hallucinator.data.datasets import IMAGE_EXTENSIONS, FileImageDataset, ImageDataset, _cached_listing, _Listing
 from hallucinator.data.subset import stratified_subset
 
-__all__ = ["LABEL_MODES", "FolderOptions", "FolderReport", "load_folder", "missing_test_split", "scan_folder"]
+__all__ = [
+    "LABEL_MODES",
+    "FolderOptions",
+    "FolderReport",
+    "choose_image_size",
+    "load_folder",
+    "missing_test_split",
+    "probe",
+    "scan_folder",
+    "unreadable_error",
+]
 
 LABEL_MODES = ("auto", "folders", "none")
 # Default size on mixed sizes: the median shorter side, but never above the ImageNet recipes' crop.
@@ -84,7 +94,7 @@ class FolderReport:
 
     def lines(self) -> list[str]:
         classes = f"{self.num_classes} classes" if self.num_classes else "unlabeled"
-        gb = f"{self.decoded_bytes / 1e9:.2f} GB decoded ({self.image_size})"
+        gb = f"{self.decoded_bytes / 1e6:,.1f} MB decoded ({self.image_size} per image)"
         budget = f"data.memory_budget_gb={self.budget_bytes / 1e9:g}"
         path = (
             f"streaming from the files, decoded in DataLoader workers: {gb} is over {budget}"
@@ -243,11 +253,12 @@ def probe(scan: FolderScan, cache_dir: str | Path | None = None) -> dict[str, li
     return results
 
 
-def _unreadable_error(root: Path, failures: dict[str, str]) -> ValueError:
-    first = next(iter(failures.items()))
+def unreadable_error(root: Path, failures: dict[str, str], skip_flag: str = "--data.skip_unreadable=true") -> ValueError:
+    """One line naming every unreadable file (``{name: reason}``), the first reason, and the flag that skips them."""
+    first = next(iter(failures.values()))
     return ValueError(
-        f"{len(failures)} unreadable images in {root}: {', '.join(failures)} (the first: {first[1]}); delete or "
-        "replace them, or set --data.skip_unreadable=true to train without them"
+        f"{len(failures)} unreadable images in {root}: {', '.join(failures)} (the first: {first}); delete or "
+        f"replace them, or pass {skip_flag} to go on without them"
     )
 
 
@@ -285,7 +296,7 @@ def load_folder(
     probed = probe(scan, cache_dir)
     failures = {name: result for name, result in probed.items() if isinstance(result, str)}
     if failures and not options.skip_unreadable:
-        raise _unreadable_error(scan.root, failures)
+        raise unreadable_error(scan.root, failures)
     keep = [i for i, name in enumerate(scan.names) if name not in failures]
     files = [scan.files[i] for i in keep]
     names = [scan.names[i] for i in keep]
