@@ -50,6 +50,7 @@ __all__ = [
     "load_folder",
     "missing_test_split",
     "probe",
+    "readable",
     "scan_folder",
     "unreadable_error",
 ]
@@ -262,6 +263,27 @@ def unreadable_error(root: Path, failures: dict[str, str], skip_flag: str = "--d
     )
 
 
+def readable(
+    scan: FolderScan, probed: dict[str, list[int] | str], skip: bool, skip_flag: str = "--data.skip_unreadable=true"
+) -> tuple[FolderScan, list[str]]:
+    """``scan`` without its unreadable files and their sorted names; unless ``skip``, one error naming them all."""
+    failures = {name: result for name, result in probed.items() if isinstance(result, str)}
+    if failures and not skip:
+        raise unreadable_error(scan.root, failures, skip_flag)
+    keep = [i for i, name in enumerate(scan.names) if name not in failures]
+    if not keep:
+        raise ValueError(f"{scan.root}: none of its {len(scan.names)} images can be read")
+    kept = FolderScan(
+        scan.root,
+        [scan.files[i] for i in keep],
+        [scan.names[i] for i in keep],
+        [scan.labels[i] for i in keep],
+        scan.classes,
+        scan.ignored_files,
+    )
+    return kept, sorted(failures)
+
+
 def choose_image_size(sizes: list[list[int]], image_size: int | None) -> tuple[int | None, str]:
     """The stored size (``None``: the images' own, all equal) and the sentence saying why."""
     if image_size is not None:
@@ -292,17 +314,10 @@ def load_folder(
     cache_dir: str | Path | None = None,
 ) -> ImageDataset | FileImageDataset:
     """``split`` of a folder of one's own images, in memory or streamed; ``dataset.report`` says which and why."""
-    scan = scan_folder(root, split, options)
-    probed = probe(scan, cache_dir)
-    failures = {name: result for name, result in probed.items() if isinstance(result, str)}
-    if failures and not options.skip_unreadable:
-        raise unreadable_error(scan.root, failures)
-    keep = [i for i, name in enumerate(scan.names) if name not in failures]
-    files = [scan.files[i] for i in keep]
-    names = [scan.names[i] for i in keep]
-    labels = [scan.labels[i] for i in keep]
-    if not files:
-        raise ValueError(f"{scan.root}: none of its {len(scan.names)} images can be read")
+    everything = scan_folder(root, split, options)
+    probed = probe(everything, cache_dir)
+    scan, unreadable = readable(everything, probed, options.skip_unreadable)
+    files, names, labels = scan.files, scan.names, scan.labels
     size, reason = choose_image_size([probed[name] for name in names], image_size)
     width, height = (size, size) if size else probed[names[0]]
     decoded = len(files) * 3 * width * height
@@ -324,7 +339,7 @@ def load_folder(
         num_images=len(files),
         num_classes=len(scan.classes),
         ignored_files=scan.ignored_files,
-        unreadable=sorted(failures),
+        unreadable=unreadable,
         image_size=f"{width} x {height}",
         size_reason=reason,
         streamed=streamed,

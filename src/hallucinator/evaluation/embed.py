@@ -75,22 +75,16 @@ def embed_folder(
     probe of which files decode (see :mod:`hallucinator.data.folder`).
     """
     from hallucinator.data import FileImageDataset, batch_loader, eval_transform
-    from hallucinator.data.folder import FolderOptions, probe, scan_folder, unreadable_error
+    from hallucinator.data.folder import FolderOptions, probe, readable, scan_folder
 
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     device = resolve_device(device)
     encoder, config = load_encoder(checkpoint, head)
     size = config.data.image_size
-    scan = scan_folder(folder, "pretrain", FolderOptions(labels="none"))
-    probed = probe(scan, cache_dir)
-    failures = {name: result for name, result in probed.items() if isinstance(result, str)}
-    if failures and not skip_unreadable:
-        raise unreadable_error(scan.root, failures, "--skip-unreadable")
-    keep = [i for i, name in enumerate(scan.names) if name not in failures]
-    if not keep:
-        raise ValueError(f"{scan.root}: none of its {len(scan.names)} images can be read")
-    dataset = FileImageDataset([scan.files[i] for i in keep], [-1] * len(keep), [], size)
+    everything = scan_folder(folder, "pretrain", FolderOptions(labels="none"))
+    scan, unreadable = readable(everything, probe(everything, cache_dir), skip_unreadable, "--skip-unreadable")
+    dataset = FileImageDataset(scan.files, scan.labels, [], size)
     workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
     loader = batch_loader(dataset, batch_size, shuffle=False, drop_last=False, rank=0, world_size=1, num_workers=workers)
     if progress:
@@ -106,9 +100,9 @@ def embed_folder(
             batch = transform(images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
             rows.append(model(batch).float().cpu())
     return Embeddings(
-        names=[scan.names[i] for i in keep],
+        names=scan.names,
         embeddings=torch.cat(rows).numpy(),
-        unreadable=sorted(failures),
+        unreadable=unreadable,
         ignored_files=scan.ignored_files,
         image_size=size,
     )
