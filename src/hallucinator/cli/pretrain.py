@@ -17,6 +17,7 @@ examples:
   hallucinator pretrain configs/quickstart.yaml --data-dir ../shared/datasets/cifar10-jpeg.tar.gz
   hallucinator pretrain configs/table1/cifar10_mocov2_hal.yaml --print-config
   hallucinator pretrain configs/quickstart.yaml --output-dir runs/q --resume
+  hallucinator pretrain configs/quickstart.yaml --dataset imagefolder --data-dir ~/photos   (your own images)
   torchrun --nproc_per_node 4 -m hallucinator pretrain CONFIG --trainer.devices=4   (DDP, see docs/training.md)
 """
 
@@ -33,7 +34,9 @@ SHORT_FLAGS = {
 
 
 def _add_short_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", help="dataset name (data.dataset), e.g. cifar10, cifar100, stl10")
+    parser.add_argument(
+        "--dataset", help="dataset name (data.dataset), e.g. cifar10, cifar100, stl10; imagefolder: a folder of your own images"
+    )
     parser.add_argument("--data-dir", help="dataset root or archive (data.data_dir)")
     parser.add_argument("--output-dir", help="run directory (output_dir)")
     parser.add_argument("--epochs", type=int, help="number of epochs (trainer.max_epochs)")
