@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from hallucinator.data import FileImageDataset, ImageDataset, batch_loader, build_dataset
-from hallucinator.data.folder import FolderOptions, missing_test_split
+from hallucinator.data.folder import FolderOptions, choose_image_size, missing_test_split
 from hallucinator.data.subset import stratified_subset
 
 
@@ -102,6 +102,15 @@ def test_mixed_sizes_and_modes_become_rgb_at_the_chosen_size(tmp_path):
     assert torch.equal(data.images[5], _chw(np.asarray(cmyk.crop((0, 6, 24, 30)))))
     resized = _load(root, image_size=16)
     assert resized.images.shape == (7, 3, 16, 16) and resized.report.size_reason.startswith("16 x 16 (data.image_size)")
+
+
+def test_default_size_keeps_small_square_sets_and_shrinks_the_rest() -> None:
+    assert choose_image_size([[32, 32]] * 3, None)[0] is None  # a CIFAR-like set keeps its size
+    assert choose_image_size([[4032, 3024]] * 3, None)[0] == 224  # one camera's photos: capped
+    assert choose_image_size([[100, 60]] * 2, None)[0] == 60  # equal but not square: shorter side
+    size, reason = choose_image_size([[50, 40], [90, 70], [300, 200], [30, 30]], None)
+    assert size == 55 and "4 different sizes (shorter sides 30-200 px)" in reason  # median of 30, 40, 70, 200
+    assert choose_image_size([[50, 40]], 16) == (16, "16 x 16 (data.image_size)")
 
 
 # ---- layouts: unlabeled, nested, labeled, held out

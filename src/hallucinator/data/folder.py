@@ -12,8 +12,8 @@ of its images as the test split (0: it has no test split). Hidden files (``.DS_S
 files that are not images (``.txt``) are ignored and counted. Every image is probed once
 (header and a reduced-scale decode, cached by the folder's fingerprint): unreadable files
 stop the run, all named, unless ``skip_unreadable``. Images are stored at ``image_size``
-(shorter side resized, centre crop); unset on mixed sizes, the median shorter side capped at
-224. A split whose decoded pixels (``N x 3 x S x S`` bytes) fit in ``memory_budget_gb`` is
+(shorter side resized, centre crop); unset, equal square images up to 224 px keep their size and
+anything else gets the median shorter side, at most 224. A split whose decoded pixels (``N x 3 x S x S`` bytes) fit in ``memory_budget_gb`` is
 decoded once into the memory-mapped cache; a bigger one streams from its files
 (:class:`FileImageDataset`, decoded in DataLoader workers). ``dataset.report`` says what was done.
 
@@ -285,20 +285,30 @@ def readable(
 
 
 def choose_image_size(sizes: list[list[int]], image_size: int | None) -> tuple[int | None, str]:
-    """The stored size (``None``: the images' own, all equal) and the sentence saying why."""
+    """The stored size (``None``: the images' own) and the sentence saying why.
+
+    Unset, a folder of equal square images of at most 224 px (a CIFAR-like set) keeps their size;
+    anything else (mixed sizes, or all large or non-square, e.g. one camera's 4032 x 3024 photos)
+    gets the median shorter side, at most 224.
+    """
     if image_size is not None:
         return image_size, f"{image_size} x {image_size} (data.image_size)"
     distinct = {tuple(size) for size in sizes}
-    if len(distinct) == 1:
-        width, height = distinct.pop()
+    width, height = next(iter(distinct))
+    if len(distinct) == 1 and width == height <= MAX_DEFAULT_SIZE:
         return None, f"{width} x {height}, the size of every image (set --data.image_size=S to resize)"
     shorter = [min(size) for size in sizes]
     median = int(statistics.median(shorter))
     chosen = min(median, MAX_DEFAULT_SIZE)
+    found = (
+        f"have {len(distinct)} different sizes (shorter sides {min(shorter)}-{max(shorter)} px)"
+        if len(distinct) > 1
+        else f"are all {width} x {height}"
+    )
     return chosen, (
-        f"{chosen} x {chosen}: data.image_size is unset and the images have {len(distinct)} different sizes "
-        f"(shorter sides {min(shorter)}-{max(shorter)} px), so the median shorter side ({median} px), at most "
-        f"{MAX_DEFAULT_SIZE}, with the shorter side resized and the centre cropped; set --data.image_size=S to choose"
+        f"{chosen} x {chosen}: data.image_size is unset and the images {found}, so the median shorter side "
+        f"({median} px), at most {MAX_DEFAULT_SIZE}, with the shorter side resized and the centre cropped; "
+        "set --data.image_size=S to choose"
     )
 
 
