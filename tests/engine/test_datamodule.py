@@ -24,3 +24,17 @@ def test_limit_trains_on_a_stratified_subset_of_a_class_sorted_dataset() -> None
     seen = torch.cat([batch[:, 0, 0, 0].long() for batch in batches])
     assert sorted(seen.tolist()) == subset.tolist()  # one epoch = every image of the subset once
     assert PretrainDataModule(load_config(None, ["--data.batch_size=4"]), dataset).subset() is None
+
+
+def test_a_streamed_dataset_decodes_in_workers_by_default() -> None:
+    import os
+
+    from hallucinator.data import FileImageDataset
+    from hallucinator.engine.config import DataConfig
+    from hallucinator.engine.datamodule import streaming_workers
+
+    streamed = FileImageDataset(["a.jpg"], [0], ["a"], 8)
+    in_memory = ImageDataset(torch.zeros(1, 3, 2, 2, dtype=torch.uint8), torch.zeros(1), ["a"])
+    assert streaming_workers(DataConfig(), streamed) == min(4, os.cpu_count() or 1)
+    assert streaming_workers(DataConfig(), in_memory) == 0
+    assert streaming_workers(DataConfig(num_workers=3), streamed) == 3
