@@ -178,3 +178,23 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "torch
     backbone, config = load_backbone(checkpoint)
     return export_state_dict(backbone.state_dict(), out, fmt, config.model.backbone,
                              image_size=config.data.image_size, safetensors=safetensors)
+
+
+def load_backbone(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+    """The trained backbone of a ``hallucinator pretrain`` checkpoint, in eval mode, for one's own code.
+
+    A torchvision-style ``ResNet`` (``fc`` replaced by the identity) or a timm model, with ``num_features``, mapping
+    normalised images ``(N, 3, S, S)`` to ``(N, num_features)``; ``S`` is the run's
+    ``data.image_size`` and ``hallucinator.data.eval_transform(dataset, S)`` normalises a
+    uint8 batch as the run's evaluation did. Also ``hallucinator.load_backbone``. Loaded with
+    ``torch.load(weights_only=True)``.
+
+    Example:
+        >>> import hallucinator
+        >>> backbone = hallucinator.load_backbone("runs/photos/checkpoints/last.ckpt")  # doctest: +SKIP
+        >>> features = backbone(images)  # doctest: +SKIP
+    """
+    from hallucinator.engine.checkpoint import load_backbone as load_with_config
+
+    backbone, _ = load_with_config(checkpoint, map_location)
+    return backbone.eval()

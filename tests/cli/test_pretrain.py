@@ -147,7 +147,8 @@ def test_corrupt_image_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -
                  "--output-dir", str(tmp_path / "run"), "--data.cache_dir", str(tmp_path / "cache"), *TINY, "--no-knn"])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("hallucinator pretrain: data.dataset / data.data_dir: cannot decode image") and "broken.jpg" in err
+    assert err.startswith("hallucinator pretrain: 1 unreadable images in") and "train/a/broken.jpg" in err
+    assert "--data.skip_unreadable=true" in err and err.count("\n") == 1
 
 
 def test_a_vit_backbone_pretrains_and_loads(cifar10_archive: Path, tmp_path: Path) -> None:

@@ -91,8 +91,11 @@ def test_odd_sized_image_is_named_or_resized(tmp_path):
     _save_png(root / "train/a/one.png", Image.fromarray(_rgb(0, 16, 16)))
     _save_png(root / "train/a/two.png", Image.fromarray(_rgb(1, 16, 24)))
     _save_png(root / "test/a/three.png", Image.fromarray(_rgb(2, 40, 20)))
-    with pytest.raises(ValueError, match=r"two\.png.*image_size"):
-        build_dataset("imagefolder", root, "train", cache_dir=tmp_path / "cache")
+    # an archive names the file and the flag; a directory (one's own images) picks a size instead
+    with pytest.raises(ValueError, match=r"two\.png.*--data\.image_size=S"):
+        build_dataset("imagefolder", _tar(root, tmp_path / "sizes.tar"), "train", cache_dir=tmp_path / "cache")
+    chosen = build_dataset("imagefolder", root, "train", cache_dir=tmp_path / "cache")
+    assert chosen.images.shape == (2, 3, 16, 16) and "median shorter side (16 px)" in chosen.report.size_reason
     resized = build_dataset("imagefolder", root, "train", cache_dir=tmp_path / "cache", image_size=8)
     assert resized.images.shape == (2, 3, 8, 8)
     # Policy: shorter side to 8, centre crop; reference computed with PIL directly.

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from hallucinator.data import build_dataset, eval_transform
+from hallucinator.data.subset import stratified_subset
 from hallucinator.engine import load_config
 from hallucinator.engine.module import build_method
 from tests.conftest import free_port
@@ -72,7 +73,9 @@ def expected_loss(archive: Path, run: Path, processes: int) -> float:
     state = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
     method.load_state_dict({key.removeprefix("method."): value for key, value in state.items() if key.startswith("method.")})
     method.train()
-    images = build_dataset("cifar10", archive, "pretrain").images[:BATCH]
+    dataset = build_dataset("cifar10", archive, "pretrain")
+    # data.limit: the seeded, class-stratified subset (hallucinator.data.subset), then epoch 0's order of it
+    images = dataset.images[stratified_subset(dataset.labels, BATCH, config.seed)]
     # epoch 0's order, as documented in StepBatches: randperm seeded by seed * 1_000_003 + epoch
     order = torch.randperm(BATCH, generator=torch.Generator().manual_seed(config.seed * 1_000_003))
     x = eval_transform("cifar10", 32)(images[order])

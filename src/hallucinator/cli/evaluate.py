@@ -118,6 +118,7 @@ class Loaded:
         from hallucinator.backbones import channels_last_safe
         from hallucinator.data import build_dataset, eval_transform
         from hallucinator.engine.checkpoint import load_backbone
+        from hallucinator.engine.datamodule import dataset_options
         from hallucinator.evaluation.features import random_subset, resolve_device
 
         if args.threads:
@@ -137,7 +138,9 @@ class Loaded:
         limits = {"train": args.train_limit, "test": args.test_limit}
         self.splits = {}
         for split in splits:
-            dataset = build_dataset(self.dataset, data_dir, split, cache_dir=args.cache_dir or data.cache_dir)
+            # the run's own data options (labels, held-out split, size of one's own images) when it is the same data
+            options = dataset_options(data) if same else {}
+            dataset = build_dataset(self.dataset, data_dir, split, cache_dir=args.cache_dir or data.cache_dir, **options)
             # a streamed dataset (ImageNet) has no .images: batches are gathered from it directly
             images = getattr(dataset, "images", dataset)
             self.splits[split] = random_subset(images, dataset.labels, limits[split])

@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 EPILOG = """\
@@ -16,6 +17,7 @@ examples:
   hallucinator pretrain configs/quickstart.yaml --data-dir ../shared/datasets/cifar10-jpeg.tar.gz
   hallucinator pretrain configs/table1/cifar10_mocov2_hal.yaml --print-config
   hallucinator pretrain configs/quickstart.yaml --output-dir runs/q --resume
+  hallucinator pretrain configs/quickstart.yaml --dataset imagefolder --data-dir ~/photos   (your own images)
   torchrun --nproc_per_node 4 -m hallucinator pretrain CONFIG --trainer.devices=4   (DDP, see docs/training.md)
 """
 
@@ -32,7 +34,9 @@ SHORT_FLAGS = {
 
 
 def _add_short_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", help="dataset name (data.dataset), e.g. cifar10, cifar100, stl10")
+    parser.add_argument(
+        "--dataset", help="dataset name (data.dataset), e.g. cifar10, cifar100, stl10; imagefolder: a folder of your own images"
+    )
     parser.add_argument("--data-dir", help="dataset root or archive (data.data_dir)")
     parser.add_argument("--output-dir", help="run directory (output_dir)")
     parser.add_argument("--epochs", type=int, help="number of epochs (trainer.max_epochs)")
@@ -85,6 +89,7 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 def _knn_monitor(config: Any, limit: int | None = None) -> Any:
     """The evaluation layer's kNN monitor on the run's dataset (train split = bank, test split = queries)."""
+    from hallucinator.engine.datamodule import dataset_options
     from hallucinator.evaluation.monitor import KNNMonitor
 
     every = config.trainer.knn_every_n_epochs
@@ -97,7 +102,19 @@ def _knn_monitor(config: Any, limit: int | None = None) -> Any:
         bank_size=limit,
         test_size=limit,
         every_n_epochs=every or 1,
+        dataset_options=dataset_options(d),
     )
+
+
+def _knn_unavailable(config: Any) -> str | None:
+    """Why kNN cannot run on the run's data (a folder of one's own images without labels or test split)."""
+    d = config.data
+    if d.dataset != "imagefolder" or not Path(d.data_dir).expanduser().is_dir():
+        return None
+    from hallucinator.data.folder import missing_test_split
+    from hallucinator.engine.datamodule import dataset_options
+
+    return missing_test_split(d.data_dir, dataset_options(d)["folder"])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
     monitor = None
     started = time.perf_counter()
     try:
+        unavailable = None if args.no_knn else _knn_unavailable(config)
+        if unavailable:
+            print(f"kNN monitor and final kNN skipped: {unavailable}", flush=True)
+            args.no_knn = True
         if config.trainer.knn_every_n_epochs > 0 and not args.no_knn:
             monitor = _knn_monitor(config, args.knn_limit)
         result = pretrain(config, [monitor] if monitor else [], resume=args.resume)

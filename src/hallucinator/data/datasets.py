@@ -20,9 +20,11 @@ DataLoader workers).
 
 Image sizes: named datasets store images at their native size (CIFAR 32, Tiny ImageNet 64,
 STL-10 96): an image of another size is resized (shorter side) and centre-cropped to it;
-``imagefolder`` keeps the images' own size, which must be the same for all of them unless
-``image_size`` is given (otherwise the first mismatching file is named in the error). All
-images are converted to RGB (grayscale replicated, alpha dropped, palettes expanded).
+``imagefolder`` archives keep the images' own size, which must be the same for all of them unless
+``image_size`` is given (otherwise the first mismatching file is named in the error);
+``imagefolder`` directories are one's own photos, read by :mod:`hallucinator.data.folder`
+(mixed sizes, unlabeled folders, broken files, streaming). All images are converted to RGB
+(grayscale replicated, alpha dropped, palettes expanded, 16-bit scaled to 8).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -42,6 +45,9 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from hallucinator.data import cache
+
+if TYPE_CHECKING:
+    from hallucinator.data.folder import FolderOptions
 
 __all__ = [
     "DATASETS",
@@ -158,6 +164,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.labels = labels.long()
         self.classes = list(classes)
         self._images_path = images_path
+        self.report = None  # what hallucinator.data.folder did, for folders of one's own images
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -214,6 +221,7 @@ class FileImageDataset(torch.utils.data.Dataset):
         self.classes = list(classes)
         self.image_size = (image_size, image_size)
         self.encoded = encoded
+        self.report = None  # what hallucinator.data.folder did, for folders of one's own images
 
     def __len__(self) -> int:
         return len(self.files)
@@ -271,14 +279,22 @@ def _fit(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+def _scale_16_bit(image: Image.Image) -> Image.Image:
+    """16-bit grayscale (PIL modes ``I;16*``, ``I``) to 8-bit ``L``: PIL's own conversion clips at 255."""
+    pixels = np.asarray(image).astype(np.int64)
+    return Image.fromarray(np.clip((pixels + 128) // 257, 0, 255).astype(np.uint8), mode="L")
+
+
 def decode_image(data: bytes, name: str, size: int | None = None) -> np.ndarray:
     """Decodes image bytes to RGB uint8 ``(H, W, 3)``, resized by :func:`_fit` when ``size`` is set.
 
-    Any mode is converted to RGB (palette with transparency via RGBA; alpha is dropped). A file
-    PIL cannot decode raises ``ValueError`` naming ``name``.
+    Any mode is converted to RGB (palette with transparency via RGBA; alpha is dropped; 16-bit
+    values divided by 257). A file PIL cannot decode raises ``ValueError`` naming ``name``.
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.mode.startswith("I"):
+                image = _scale_16_bit(image)
             if image.mode == "P":
                 image = image.convert("RGBA")
             image = image.convert("RGB")
@@ -297,11 +313,13 @@ def _read_file(path: str, size: int) -> np.ndarray:
     if path.lower().endswith((".jpg", ".jpeg", ".png")):
         try:
             image = tvio.decode_image(tvio.read_file(path), mode=tvio.ImageReadMode.RGB)
+            if image.dtype != torch.uint8:
+                raise RuntimeError("16-bit PNG")  # PIL below scales it to 8 bits
             image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
             return image.permute(1, 2, 0).numpy()
         except RuntimeError:
             pass  # CMYK JPEGs and other oddities: PIL below decodes them or names the file
-    return decode_image(Path(path).read_bytes(), path, size)
+    return np.array(decode_image(Path(path).read_bytes(), path, size))  # writable, for torch.from_numpy
 
 
 def _decode_into(
@@ -316,7 +334,7 @@ def _decode_into(
         if pixels.shape[:2] != expected:
             raise ValueError(
                 f"image {name} is {pixels.shape[1]}x{pixels.shape[0]}, but the first image of the split is "
-                f"{expected[1]}x{expected[0]}: pass image_size=S to build_dataset to resize every image to SxS"
+                f"{expected[1]}x{expected[0]}: set --data.image_size=S (build_dataset(image_size=S)) to resize every image to SxS"
             )
         out[i] = pixels.transpose(2, 0, 1)
 
@@ -673,6 +691,7 @@ def build_dataset(
     class_list: str | Path | Sequence[str] | None = None,
     seed: int = 0,
     encoded: bool = False,
+    folder: FolderOptions | None = None,
 ) -> ImageDataset | FileImageDataset:
     """The ``split`` (``pretrain`` | ``train`` | ``test``) of dataset ``name`` found at ``root``.
 
@@ -680,7 +699,8 @@ def build_dataset(
     the decode size, default 256). ``class_list`` / ``seed`` choose ImageNet-200's classes (the
     chosen wnids are ``dataset.classes``: save them next to the run). ``encoded``: streamed datasets
     give undecoded file bytes, for :func:`decode_batch` on the GPU. ``cache_dir``: see
-    :mod:`hallucinator.data.cache`.
+    :mod:`hallucinator.data.cache`. ``folder``: how an ``imagefolder`` directory (one's own photos,
+    :mod:`hallucinator.data.folder`) is labeled, split, checked and stored.
 
     Example:
         >>> train = build_dataset("cifar10", "../shared/datasets/cifar10-jpeg.tar.gz", "pretrain")  # doctest: +SKIP
@@ -696,6 +716,10 @@ def build_dataset(
     size = image_size if image_size is not None else info.image_size
     if info.streamed:
         return _imagenet(info, root, split, image_size, class_list, seed, encoded)
+    if name == "imagefolder" and root.is_dir():
+        from hallucinator.data.folder import FolderOptions, load_folder
+
+        return load_folder(root, split, image_size=image_size, options=folder or FolderOptions(), cache_dir=cache_dir)
     if _is_archive(root) or (root.is_dir() and _is_image_folder(root)):
         return _image_folder(name, root, split, size, cache_dir)
     if not root.exists() and not download:

@@ -77,7 +77,8 @@ class DataConfig:
     cache_dir: str | None = None
     """Where the decoded uint8 cache goes (``None``: the data layer's default)."""
     image_size: int | None = None
-    """Image resolution for training and evaluation; ``None`` = the dataset's native size."""
+    """Image resolution for training and evaluation; ``None`` = the dataset's native size (a folder of
+    one's own mixed-size images: the median shorter side, at most 224, printed with the reason)."""
     crop_size: int | None = None
     """Side of the training crops (``None``: ``image_size``). A crop smaller than the test resolution
     is cheaper (24 px costs about half of 32 px) and, with RandomResizedCrop's zoom, shows objects at
@@ -91,9 +92,21 @@ class DataConfig:
     batch_size: int = 512
     """Global batch (all processes together); the lr is scaled by it (see ``optimizer``)."""
     limit: int | None = None
-    """Use only the first ``limit`` pre-training images (quick runs and tests)."""
+    """Use a seeded (``seed``), class-stratified random subset of ``limit`` pre-training images (quick runs, tests)."""
     num_workers: int = 0
-    """Worker processes gathering batches (0 for in-memory datasets; use 8+ for streamed ImageNet)."""
+    """Worker processes gathering batches (0 for in-memory datasets; use 8+ for streamed ImageNet; 0 on a
+    streamed dataset means up to 4, one per core)."""
+    labels: str = "auto"
+    """``imagefolder`` directories: ``folders`` (first-level folders are classes), ``none`` (unlabeled; sub-folders
+    are plain directories) or ``auto`` (``folders`` when every image is in one of 2+ first-level folders)."""
+    holdout_fraction: float = 0.0
+    """``imagefolder``, labeled and without ``test/``: hold out this seeded, class-stratified fraction for kNN."""
+    skip_unreadable: bool = False
+    """``imagefolder``: train without the images that cannot be decoded (listed in ``RUN/unreadable.txt``)
+    instead of stopping before training with all of them named."""
+    memory_budget_gb: float = 4.0
+    """``imagefolder``: a split whose decoded pixels (N x 3 x S x S bytes) exceed this streams from its files
+    through DataLoader workers instead of the decode-once cache."""
 
     @property
     def training_crop_size(self) -> int | None:
@@ -310,6 +323,10 @@ def validate(config: Config) -> None:
         _positive("data.image_size", d.image_size)
     if d.crop_size is not None:
         _positive("data.crop_size", d.crop_size)
+    _choice("data.labels", d.labels, ("auto", "folders", "none"))
+    if not 0.0 <= d.holdout_fraction < 1.0:
+        raise ConfigError(f"data.holdout_fraction: must be in [0, 1), got {d.holdout_fraction}")
+    _positive("data.memory_budget_gb", d.memory_budget_gb)
     if d.limit is not None:
         _positive("data.limit", d.limit)
         if d.limit < d.batch_size:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
-from hallucinator.engine.config import Config, ConfigError
+from hallucinator.engine.config import Config, ConfigError, DataConfig
 
 
 class StepBatches:
@@ -20,6 +24,7 @@ class StepBatches:
     for the global step, so after a restore it resumes at the next unseen batch. The images
     are gathered with one index operation per batch (no per-image Python); with
     ``num_workers`` > 0 (streamed datasets such as ImageNet) batches are gathered in worker processes.
+    ``subset`` (``data.limit``): the dataset indices to train on; the epoch order permutes them.
 
     Example:
         >>> batches = StepBatches(dataset, batch_size=512, seed=0, position=lambda: trainer.global_step)
@@ -34,7 +39,7 @@ class StepBatches:
         position: Callable[[], int],
         rank: int = 0,
         world_size: int = 1,
-        limit: int | None = None,
+        subset: torch.Tensor | None = None,
         num_workers: int = 0,
     ) -> None:
         if batch_size % world_size:
@@ -43,7 +48,8 @@ class StepBatches:
                 f"use a multiple of {world_size}"
             )
         self.dataset = dataset
-        self.num_images = min(len(dataset), limit) if limit else len(dataset)
+        self.subset = subset
+        self.num_images = len(subset) if subset is not None else len(dataset)
         if self.num_images < batch_size:
             raise ConfigError(
                 f"data.batch_size: {batch_size} is larger than the {self.num_images} pre-training images"
@@ -65,7 +71,8 @@ class StepBatches:
         """This process's slice of global batch ``number`` of the epoch with ``epoch_order``."""
         local = self.batch_size // self.world_size
         first = number * self.batch_size + self.rank * local
-        images, _ = self.dataset[epoch_order[first : first + local]]
+        index = epoch_order[first : first + local]
+        images, _ = self.dataset[index if self.subset is None else self.subset[index]]
         return images
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -96,6 +103,59 @@ class _EpochBatches(Dataset):
         return len(self.batches)
 
 
+def dataset_options(d: DataConfig) -> dict[str, Any]:
+    """The ``build_dataset`` keywords that ``data.*`` sets beyond name, root, split, download and cache.
+
+    ``image_size`` is the stored size only for ``imagefolder`` (one's own photos): named datasets keep
+    their native storage (ImageNet its 256 px decode) and the transforms resize.
+    """
+    from hallucinator.data.folder import FolderOptions
+
+    folder = FolderOptions(
+        labels=d.labels,
+        holdout_fraction=d.holdout_fraction,
+        skip_unreadable=d.skip_unreadable,
+        memory_budget_gb=d.memory_budget_gb,
+    )
+    return {"folder": folder, "image_size": d.image_size if d.dataset == "imagefolder" else None}
+
+
+def build_split(d: DataConfig, split: str) -> Any:
+    """``split`` of the configured dataset; bad data is a ``ConfigError`` naming the keys to fix."""
+    from hallucinator.data import build_dataset
+
+    try:
+        return build_dataset(d.dataset, d.data_dir, split, download=d.download, cache_dir=d.cache_dir, **dataset_options(d))
+    except (ValueError, KeyError) as error:
+        message = str(error)
+        named = "--data" in message or message.startswith("data.")  # already names the flag that fixes it
+        raise ConfigError(message if named else f"data.dataset / data.data_dir: {message}") from error
+
+
+def streaming_workers(d: DataConfig, dataset: object) -> int:
+    """``data.num_workers``; 0 on a streamed dataset becomes one worker per core, at most 4 (decoding is per image)."""
+    from hallucinator.data import FileImageDataset
+
+    if d.num_workers or not isinstance(dataset, FileImageDataset):
+        return d.num_workers
+    return min(4, os.cpu_count() or 1)
+
+
+@rank_zero_only
+def _announce_folder(config: Config, dataset: Any) -> None:
+    """Says what was done with a folder of one's own images; lists skipped files in ``RUN/unreadable.txt``."""
+    report = dataset.report
+    for line in report.lines():
+        print(line, flush=True)
+    if report.streamed:
+        print(f"decoding in {streaming_workers(config.data, dataset)} DataLoader workers (data.num_workers)", flush=True)
+    if report.unreadable:
+        listing = Path(config.output_dir) / "unreadable.txt"
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text("".join(f"{name}\n" for name in report.unreadable))
+        print(f"the skipped images are listed in {listing}", flush=True)
+
+
 class PretrainDataModule(pl.LightningDataModule):
     """The pre-training split of ``config.data.dataset`` as :class:`StepBatches`.
 
@@ -111,19 +171,26 @@ class PretrainDataModule(pl.LightningDataModule):
 
     def load(self) -> object:
         if self.dataset is None:
-            from hallucinator.data import build_dataset
-
-            d = self.config.data
-            try:
-                self.dataset = build_dataset(d.dataset, d.data_dir, "pretrain", download=d.download, cache_dir=d.cache_dir)
-            except (ValueError, KeyError) as error:
-                raise ConfigError(f"data.dataset / data.data_dir: {error}") from error
+            self.dataset = build_split(self.config.data, "pretrain")
+            if getattr(self.dataset, "report", None) is not None:
+                _announce_folder(self.config, self.dataset)
+                if self.config.data.image_size is None and self.dataset.report.streamed:
+                    # the chosen size, not the preset's 224 that streamed ImageNet defaults to
+                    self.config.data.image_size = self.dataset.image_size[0]
         return self.dataset
 
+    def subset(self) -> torch.Tensor | None:
+        """``data.limit``: a seeded (``seed``), class-stratified subset of the pre-training images."""
+        from hallucinator.data.subset import stratified_subset
+
+        dataset, limit = self.load(), self.config.data.limit
+        if not limit or limit >= len(dataset):
+            return None
+        return stratified_subset(dataset.labels, limit, self.config.seed)
+
     def steps_per_epoch(self) -> int:
-        d = self.config.data
-        num = len(self.load())
-        return (min(num, d.limit) if d.limit else num) // d.batch_size
+        subset = self.subset()
+        return (len(self.load()) if subset is None else len(subset)) // self.config.data.batch_size
 
     def train_dataloader(self) -> StepBatches:
         trainer = self.trainer
@@ -134,6 +201,6 @@ class PretrainDataModule(pl.LightningDataModule):
             position=lambda: trainer.global_step,
             rank=trainer.global_rank,
             world_size=trainer.world_size,
-            limit=self.config.data.limit,
-            num_workers=self.config.data.num_workers,
+            subset=self.subset(),
+            num_workers=streaming_workers(self.config.data, self.load()),
         )

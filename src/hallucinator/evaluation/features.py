@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.fx.experimental.optimization import fuse as fuse_batchnorm
 
+from hallucinator.data.subset import stratified_subset
+
 Transform = Callable[[Tensor], Tensor]
 # An in-memory uint8 tensor (N, C, H, W), or a dataset indexed by a tensor of indices that
 # returns (images, labels) batches (hallucinator.data.FileImageDataset for ImageNet).
@@ -103,13 +105,14 @@ def gather(images: ImageSource, index: slice | Tensor) -> Tensor:
 
 
 def random_subset(images: ImageSource, labels: Tensor, limit: int | None, seed: int = 0) -> tuple[ImageSource, Tensor]:
-    """A fixed random subset of ``limit`` images (kept in dataset order); all of them when ``limit`` is ``None``.
+    """A fixed, class-stratified random subset of ``limit`` images (kept in dataset order); all of them when
+    ``limit`` is ``None``. The draw is ``hallucinator.data.subset.stratified_subset``, as for ``data.limit``.
 
     Not the first ``limit``: stored splits are usually sorted by class.
     """
     if limit is None or limit >= len(labels):
         return images, labels
-    index = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    index = stratified_subset(labels, limit, seed)
     if not isinstance(images, Tensor):
         raise ValueError("a subset needs an in-memory dataset (ImageDataset.images), not a streamed one")
     return images[index], labels[index]

@@ -5,6 +5,8 @@ Kept apart from :mod:`hallucinator.evaluation.knn` so that the plain kNN code im
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
@@ -71,17 +73,22 @@ class KNNMonitor(pl.Callback):
         test_size: int | None = None,
         image_size: int | None = None,
         cache_dir: str | None = None,
+        dataset_options: dict[str, Any] | None = None,
         **kwargs,
     ) -> KNNMonitor:
-        """Monitor on ``dataset``'s train split (bank) and test split, optionally fixed random subsets of them."""
+        """Monitor on ``dataset``'s train split (bank) and test split, optionally fixed random subsets of them.
+
+        ``dataset_options``: more ``build_dataset`` keywords (``folder``, ``image_size``).
+        """
         from hallucinator.data import build_dataset, eval_transform
 
-        train = build_dataset(dataset, data_dir, "train", cache_dir=cache_dir)
-        test = build_dataset(dataset, data_dir, "test", cache_dir=cache_dir)
-        image_size = image_size or train.images.shape[-1]
+        train = build_dataset(dataset, data_dir, "train", cache_dir=cache_dir, **(dataset_options or {}))
+        test = build_dataset(dataset, data_dir, "test", cache_dir=cache_dir, **(dataset_options or {}))
+        image_size = image_size or train.image_size[-1]
+        # a streamed split (a big folder of one's own images) has no .images: batches are gathered from it
         return cls(
-            *random_subset(train.images, train.labels, bank_size),
-            *random_subset(test.images, test.labels, test_size),
+            *random_subset(getattr(train, "images", train), train.labels, bank_size),
+            *random_subset(getattr(test, "images", test), test.labels, test_size),
             transform=eval_transform(dataset, image_size),
             **kwargs,
         )
