@@ -116,7 +116,9 @@ class OptimizerConfig:
     """Epochs at which the ``step`` schedule multiplies the lr by ``gamma``."""
     gamma: float = 0.1
     min_lr_ratio: float = 0.0
-    """The cosine schedule ends at ``min_lr_ratio * lr``."""
+    """The cosine schedule ends at ``min_lr_ratio * lr`` (the authors' small-dataset recipe: 0.1)."""
+    fix_predictor_lr: bool = False
+    """SimSiam's ``fix_pred_lr``: the predictor keeps the peak lr throughout (no warm-up, no schedule)."""
     lars_eta: float = 0.001
     """LARS trust coefficient."""
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from hallucinator import backbones, methods
 from hallucinator.engine.config import Config, ConfigError, from_dict, to_dict
-from hallucinator.engine.optim import build_optimizer, lr_factor, warmup_weight
+from hallucinator.engine.optim import build_optimizer, lr_lambdas, warmup_weight
 from hallucinator.hallucinator import Hallucinator
 from hallucinator.methods.base import SSLMethod
 
@@ -176,9 +176,8 @@ class PretrainModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.config, self.method)
-        spe, total = self.steps_per_epoch, self.total_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(self.config, step, spe, total)
+            optimizer, lr_lambdas(self.config, optimizer, self.steps_per_epoch, self.total_steps)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
