@@ -93,3 +93,9 @@ def test_crop_size_sets_training_views_only() -> None:
     view1, view2 = build_augmentation(config)(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))
     assert view1.shape == view2.shape == (4, 3, 24, 24)
     assert config.data.image_size is None  # evaluation keeps the native 32 px
+
+
+def test_class_list_is_for_imagenet200_only() -> None:
+    assert load_config(None, ["--data.dataset=imagenet200", "--data.class_list=random"]).data.class_list == "random"
+    with pytest.raises(ConfigError, match="data.class_list: only imagenet200 takes a class list, this config trains cifar10"):
+        load_config(None, ["--data.class_list=random"])

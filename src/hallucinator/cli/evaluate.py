@@ -137,7 +137,8 @@ class Loaded:
         limits = {"train": args.train_limit, "test": args.test_limit}
         self.splits = {}
         for split in splits:
-            dataset = build_dataset(self.dataset, data_dir, split, cache_dir=args.cache_dir or data.cache_dir)
+            dataset = build_dataset(self.dataset, data_dir, split, cache_dir=args.cache_dir or data.cache_dir,
+                                    class_list=data.class_list if same else None)
             # a streamed dataset (ImageNet) has no .images: batches are gathered from it directly
             images = getattr(dataset, "images", dataset)
             self.splits[split] = random_subset(images, dataset.labels, limits[split])

@@ -76,6 +76,9 @@ class DataConfig:
     download: bool = False
     cache_dir: str | None = None
     """Where the decoded uint8 cache goes (``None``: the data layer's default)."""
+    class_list: str | None = None
+    """ImageNet-200's classes: ``None`` = the authors' 200 (shipped with the package), a file with one
+    wnid per line, or ``random`` (200 classes drawn with seed 0)."""
     image_size: int | None = None
     """Image resolution for training and evaluation; ``None`` = the dataset's native size."""
     crop_size: int | None = None
@@ -306,6 +309,9 @@ def validate(config: Config) -> None:
     if h.warmup_epochs > 0 and h.warmup_fraction > 0:
         raise ConfigError("hallucinator.warmup_epochs and hallucinator.warmup_fraction: set at most one of them")
     d = config.data
+    if d.class_list is not None:
+        if d.dataset != "imagenet200":
+            raise ConfigError(f"data.class_list: only imagenet200 takes a class list, this config trains {d.dataset}")
     _positive("data.batch_size", d.batch_size)
     _positive("data.num_workers", d.num_workers, allow_zero=True)
     if d.image_size is not None:

@@ -115,7 +115,9 @@ class PretrainDataModule(pl.LightningDataModule):
 
             d = self.config.data
             try:
-                self.dataset = build_dataset(d.dataset, d.data_dir, "pretrain", download=d.download, cache_dir=d.cache_dir)
+                self.dataset = build_dataset(
+                    d.dataset, d.data_dir, "pretrain", download=d.download, cache_dir=d.cache_dir, class_list=d.class_list
+                )
             except (ValueError, KeyError) as error:
                 raise ConfigError(f"data.dataset / data.data_dir: {error}") from error
         return self.dataset

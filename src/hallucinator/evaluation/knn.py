@@ -221,13 +221,14 @@ class KNNMonitor(pl.Callback):
         test_size: int | None = None,
         image_size: int | None = None,
         cache_dir: str | None = None,
+        class_list: str | None = None,
         **kwargs,
     ) -> KNNMonitor:
         """Monitor on ``dataset``'s train split (bank) and test split, optionally fixed random subsets of them."""
         from hallucinator.data import build_dataset, eval_transform
 
-        train = build_dataset(dataset, data_dir, "train", cache_dir=cache_dir)
-        test = build_dataset(dataset, data_dir, "test", cache_dir=cache_dir)
+        train = build_dataset(dataset, data_dir, "train", cache_dir=cache_dir, class_list=class_list)
+        test = build_dataset(dataset, data_dir, "test", cache_dir=cache_dir, class_list=class_list)
         image_size = image_size or train.images.shape[-1]
         return cls(
             *random_subset(train.images, train.labels, bank_size),
