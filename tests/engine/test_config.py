@@ -99,3 +99,11 @@ def test_class_list_is_for_imagenet200_only() -> None:
     assert load_config(None, ["--data.dataset=imagenet200", "--data.class_list=random"]).data.class_list == "random"
     with pytest.raises(ConfigError, match="data.class_list: only imagenet200 takes a class list, this config trains cifar10"):
         load_config(None, ["--data.class_list=random"])
+
+
+def test_symmetric_extrapolation_is_refused_for_simsiam() -> None:
+    assert load_config(None, ["--hallucinator.extrapolation_mode=symmetric"]).hallucinator.extrapolation_mode == "symmetric"
+    with pytest.raises(ConfigError, match="hallucinator.extrapolation_mode: SimSiam"):
+        load_config(None, ["--model.method=simsiam", "--hallucinator.extrapolation_mode=symmetric"])
+    with pytest.raises(ConfigError, match=r"hallucinator.extrapolation_mode: 'mirror' is not one of"):
+        load_config(None, ["--hallucinator.extrapolation_mode=mirror"])

@@ -59,3 +59,23 @@ def test_authors_head_has_no_batchnorm_and_loss_scale_multiplies_both_losses(tin
     torch.testing.assert_close(out["loss_original"], scale * nt_xent(q, k, 0.5))
     torch.testing.assert_close(out["loss_hallucinated"], scale * nt_xent(1.3 * q - 0.3 * k, k, 0.5))
     assert [type(m) for m in plain.projector] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+
+
+def test_hal_similarity_and_the_symmetric_comparison_point(tiny_net, views) -> None:
+    """Fig. 4: hal_similarity is cos(q_hat, k) of the hallucinated pair; in symmetric mode the pair is
+    (q', k') of the normalised features, and the hallucinated NT-Xent scores exactly that pair."""
+    for mode in ("asymmetric", "symmetric"):
+        torch.manual_seed(0)
+        hallucinator = Hallucinator(dim=5, num_layers=0, extrapolation=(0.3, 0.3), extrapolation_mode=mode)
+        model = SimCLR(tiny_net(), hallucinator=hallucinator, dim=5).eval()
+        with torch.no_grad():
+            q, k = model.projector(model.backbone(views[0])), model.projector(model.backbone(views[1]))
+        if mode == "symmetric":
+            q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+            pair = (1.3 * q - 0.3 * k, 1.3 * k - 0.3 * q)
+        else:
+            pair = (1.3 * q - 0.3 * k, k)
+        out = model(*views)
+        torch.testing.assert_close(out["hal_similarity"], F.cosine_similarity(*pair).mean())
+        torch.testing.assert_close(out["loss_hallucinated"], nt_xent(*pair, 0.5))
+        assert not out["hal_similarity"].requires_grad

@@ -30,6 +30,7 @@ import yaml
 METHOD_NAMES = ("mocov1", "mocov2", "simclr", "simsiam")
 OPTIMIZERS = ("sgd", "lars")
 SCHEDULES = ("cosine", "step", "constant")
+EXTRAPOLATION_MODES = ("asymmetric", "symmetric")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # "auto": bf16 autocast on a GPU that supports it, fp32 on CPU (see docs/training.md for
 # the CPU measurement behind that choice).
@@ -61,6 +62,8 @@ class HallucinatorConfig:
     num_layers: int = 3
     extrapolation: tuple[float, float] = (0.0, 0.1)
     per_sample: bool = False
+    extrapolation_mode: str = "asymmetric"
+    """``asymmetric`` (the paper's) or ``symmetric`` (Fig. 4's comparison point: both features extrapolated)."""
     weight: float = 0.5
     """Weight ``w`` of the hallucinated loss: ``(1 - w) * original + w * hallucinated`` (paper: 0.5)."""
     warmup_epochs: float = 0.0
@@ -299,6 +302,10 @@ def validate(config: Config) -> None:
     _positive("model.width", config.model.width)
     h = config.hallucinator
     _positive("hallucinator.num_layers", h.num_layers, allow_zero=True)
+    _choice("hallucinator.extrapolation_mode", h.extrapolation_mode, EXTRAPOLATION_MODES)
+    if h.extrapolation_mode == "symmetric" and config.model.method == "simsiam":
+        raise ConfigError("hallucinator.extrapolation_mode: SimSiam's stop-gradient targets leave nothing to extrapolate "
+                          "symmetrically; use asymmetric")
     if not h.extrapolation[0] <= h.extrapolation[1]:
         raise ConfigError(f"hallucinator.extrapolation: need beta1 <= beta2, got {list(h.extrapolation)}")
     if not 0.0 <= h.weight <= 1.0:

@@ -46,6 +46,7 @@ def build_method(config: Config) -> SSLMethod:
             num_layers=h.num_layers,
             extrapolation=h.extrapolation,
             per_sample=h.per_sample,
+            extrapolation_mode=h.extrapolation_mode,
         )
     return method
 
@@ -171,6 +172,7 @@ class PretrainModule(pl.LightningModule):
         if "loss_hallucinated" in out:
             self.log("train/loss_hallucinated", out["loss_hallucinated"].detach(), **log)
             self.log("train/hallucination_weight", weight, **log)
+            self.log("train/hal_similarity", out["hal_similarity"], **log)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, **log)
         return loss
 

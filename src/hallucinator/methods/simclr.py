@@ -63,7 +63,8 @@ class SimCLR(SSLMethod):
         q = self.projector(self._features(self.backbone, view1))
         k = self.projector(self._features(self.backbone, view2))
         loss_original = self.loss_scale * nt_xent(q, k, self.temperature)
-        loss_hallucinated = None
+        loss_hallucinated = hallucinated = None
         if self.hallucinator is not None:
-            loss_hallucinated = self.loss_scale * nt_xent(self.hallucinator(q, k), k, self.temperature)
-        return self._output(loss_original, loss_hallucinated, q, k)
+            hallucinated = self.hallucinator.pair(q, k)
+            loss_hallucinated = self.loss_scale * nt_xent(*hallucinated, self.temperature)
+        return self._output(loss_original, loss_hallucinated, q, k, hallucinated)
