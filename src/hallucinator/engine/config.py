@@ -93,7 +93,10 @@ class DataConfig:
     """Augmentation preset of ``hallucinator.data.presets`` (``None``: ``<dataset>-<method>``), or
     ``none``: no augmentation, both views are the plain image (a debugging aid)."""
     augment: dict[str, Any] = field(default_factory=dict)
-    """Overrides passed to the preset (e.g. ``center_p: 0.6``)."""
+    """Overrides passed to the preset (e.g. ``p: 0.6``)."""
+    center_crop_warmup_epochs: int = 0
+    """Plain crops on both views for this many first epochs, then the center-suppressed crop (the
+    authors' ImageNet-1K recipe: 20)."""
     batch_size: int = 512
     """Global batch (all processes together); the lr is scaled by it (see ``optimizer``)."""
     limit: int | None = None
@@ -319,6 +322,7 @@ def validate(config: Config) -> None:
     if d.class_list is not None:
         if d.dataset != "imagenet200":
             raise ConfigError(f"data.class_list: only imagenet200 takes a class list, this config trains {d.dataset}")
+    _positive("data.center_crop_warmup_epochs", d.center_crop_warmup_epochs, allow_zero=True)
     _positive("data.batch_size", d.batch_size)
     _positive("data.num_workers", d.num_workers, allow_zero=True)
     if d.image_size is not None:

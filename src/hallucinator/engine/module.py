@@ -51,11 +51,12 @@ def build_method(config: Config) -> SSLMethod:
     return method
 
 
-def build_augmentation(config: Config) -> nn.Module | None:
+def build_augmentation(config: Config, plain_crops: bool = False) -> nn.Module | None:
     """The two-view augmentation of ``config.data`` (``None`` for preset ``none``: both views = the image).
 
     Without the Hallucinator, neither view uses the center-suppressed crop unless
     ``data.augment.center_crop_views`` says so: the plain method is the paper's baseline.
+    ``plain_crops``: neither view uses it (``data.center_crop_warmup_epochs``).
     """
     data = config.data
     if data.preset == "none":
@@ -64,7 +65,9 @@ def build_augmentation(config: Config) -> nn.Module | None:
 
     name = data.preset or f"{data.dataset}-{config.model.method}"
     overrides = dict(data.augment)
-    if not config.hallucinator.enabled:
+    if plain_crops:
+        overrides["center_crop_views"] = ()
+    elif not config.hallucinator.enabled:
         overrides.setdefault("center_crop_views", ())
     try:
         return presets.build(name, data.training_crop_size, **overrides)
@@ -94,6 +97,7 @@ class PretrainModule(pl.LightningModule):
         self.steps_per_epoch = steps_per_epoch
         self.method = build_method(config)
         self.augment = build_augmentation(config)
+        self.warmup_augment = build_augmentation(config, plain_crops=True) if config.data.center_crop_warmup_epochs else None
         if self.augment is None:
             from hallucinator.data import eval_transform
 
@@ -133,7 +137,9 @@ class PretrainModule(pl.LightningModule):
                 view = self._plain(images)
                 view1, view2 = view, view.clone()
             else:
-                view1, view2 = self.augment(images, generator=self._generator)
+                warmup = self.current_epoch < self.config.data.center_crop_warmup_epochs
+                augment = self.warmup_augment if warmup else self.augment
+                view1, view2 = augment(images, generator=self._generator)
         if self.channels_last:
             view1 = view1.contiguous(memory_format=torch.channels_last)
             view2 = view2.contiguous(memory_format=torch.channels_last)
