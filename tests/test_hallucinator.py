@@ -103,3 +103,28 @@ def test_mismatched_q_and_k_raise_value_error() -> None:
         hallucinator(torch.randn(5, 4), torch.randn(6, 4))
     with pytest.raises(ValueError, match="dim=8"):
         hallucinator(torch.randn(5, 8), torch.randn(5, 8))
+
+
+def test_symmetric_extrapolation_moves_both_normalised_features_apart() -> None:
+    """Fig. 4's comparison point (Zhu et al. 2021), by hand: q' = q + lam (q - k), k' = k + lam (k - q) on
+    unit vectors; with H, q_hat = H([q, q']) on the normalised q and the partner stays k'."""
+    from hallucinator.hallucinator import Hallucinator as H
+
+    q, k = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    qn, kn = q / q.norm(dim=1, keepdim=True), k / k.norm(dim=1, keepdim=True)
+    plain = H(4, num_layers=0, extrapolation=(0.3, 0.3), extrapolation_mode="symmetric")
+    q_hat, k_hat = plain.pair(q, k)
+    torch.testing.assert_close(q_hat, 1.3 * qn - 0.3 * kn)
+    torch.testing.assert_close(k_hat, 1.3 * kn - 0.3 * qn)
+    cosine = (qn * kn).sum(1)  # the pair's dot product falls: 1.78 c - 0.78 <= c for c <= 1
+    torch.testing.assert_close((q_hat * k_hat).sum(1), 1.78 * cosine - 0.78)
+    net = H(4, num_layers=1, extrapolation=(0.3, 0.3), extrapolation_mode="symmetric").double()
+    q_hat, k_hat = net.pair(q, k)
+    layer = net.net[0]
+    torch.testing.assert_close(q_hat, torch.cat([qn, 1.3 * qn - 0.3 * kn], 1) @ layer.weight.T + layer.bias)
+    torch.testing.assert_close(k_hat, 1.3 * kn - 0.3 * qn)
+    asymmetric = H(4, num_layers=0, extrapolation=(0.3, 0.3))
+    q_hat, partner = asymmetric.pair(q, k)
+    assert partner is k and torch.allclose(q_hat, 1.3 * q - 0.3 * k)
+    with pytest.raises(ValueError, match="extrapolation_mode must be one of"):
+        H(4, extrapolation_mode="mirror")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+EXTRAPOLATION_MODES = ("asymmetric", "symmetric")
 
 
 class Hallucinator(nn.Module):
@@ -17,12 +20,18 @@ class Hallucinator(nn.Module):
 
     ``H`` is trained by back-propagating the framework's loss on ``(q_hat, k)``.
 
+    ``extrapolation_mode="symmetric"`` is the paper's comparison point (Fig. 4), the linear
+    symmetric extrapolation of Zhu et al. (2021): both L2-normalised features move apart,
+    ``q' = q + lam (q - k)``, ``k' = k + lam (k - q)``, and the pair is ``(H(q, q'), k')``
+    (with ``num_layers=0``: ``(q', k')``). :meth:`pair` returns the pair in either mode.
+
     Args:
         dim: feature dimension ``d`` of ``q`` and ``k``.
         num_layers: number of Linear layers of ``H`` (the paper's ``n``; 3 by default).
         hidden_dim: width of the hidden layers; ``None`` means ``2 * dim`` (the authors' code).
         extrapolation: ``(beta1, beta2)``, the range of ``lam`` (paper: ``(0, 0.1)``).
         per_sample: draw one ``lam`` per sample instead of one per batch.
+        extrapolation_mode: ``asymmetric`` (the paper's) or ``symmetric`` (the comparison point).
 
     Example:
         >>> hallucinator = Hallucinator(dim=128)
@@ -37,6 +46,7 @@ class Hallucinator(nn.Module):
         hidden_dim: int | None = None,
         extrapolation: tuple[float, float] = (0.0, 0.1),
         per_sample: bool = False,
+        extrapolation_mode: str = "asymmetric",
     ) -> None:
         super().__init__()
         if dim <= 0:
@@ -49,6 +59,9 @@ class Hallucinator(nn.Module):
         beta1, beta2 = (float(b) for b in extrapolation)
         if beta1 > beta2:
             raise ValueError(f"extrapolation must be (beta1, beta2) with beta1 <= beta2, got {extrapolation}")
+        if extrapolation_mode not in EXTRAPOLATION_MODES:
+            raise ValueError(f"extrapolation_mode must be one of {list(EXTRAPOLATION_MODES)}, got {extrapolation_mode!r}")
+        self.extrapolation_mode = extrapolation_mode
         self.dim = dim
         self.extrapolation = (beta1, beta2)
         self.per_sample = per_sample
@@ -76,6 +89,11 @@ class Hallucinator(nn.Module):
         return beta1 + (beta2 - beta1) * torch.rand(()).item()
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """``q_hat``, the hallucinated partner of ``k`` (in ``symmetric`` mode, of ``k'``: use :meth:`pair`)."""
+        return self.pair(q, k)[0]
+
+    def pair(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hallucinated positive pair: ``(q_hat, k)``, or ``(q_hat, k')`` in ``symmetric`` mode."""
         if q.shape != k.shape or q.ndim != 2:
             raise ValueError(f"q and k must have the same shape (N, {self.dim}), got {tuple(q.shape)} and {tuple(k.shape)}")
         if q.shape[1] != self.dim:
@@ -83,10 +101,18 @@ class Hallucinator(nn.Module):
                 f"q and k have {q.shape[1]} features but this Hallucinator was built with dim={self.dim}; "
                 f"build it with dim={q.shape[1]}"
             )
-        q_prime = self.extrapolate(q, k, self.sample_lambda(q))
+        lam = self.sample_lambda(q)
+        if self.extrapolation_mode == "symmetric":
+            q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+            q_prime, k = self.extrapolate(q, k, lam), self.extrapolate(k, q, lam)
+        else:
+            q_prime = self.extrapolate(q, k, lam)
         if len(self.net) == 0:
-            return q_prime
-        return self.net(torch.cat([q, q_prime], dim=1))
+            return q_prime, k
+        return self.net(torch.cat([q, q_prime], dim=1)), k
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, extrapolation={self.extrapolation}, per_sample={self.per_sample}"
+        return (
+            f"dim={self.dim}, extrapolation={self.extrapolation}, per_sample={self.per_sample}, "
+            f"extrapolation_mode={self.extrapolation_mode}"
+        )

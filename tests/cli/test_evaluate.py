@@ -61,6 +61,7 @@ def test_knn_linear_metrics_and_report(run, tmp_path, capsys):
     assert code == 0, err
     fast = last_json(out)
     assert fast["mode"] == "fast" and fast["epochs"] == 100 and fast["top1"] > 90
+    assert fast["final_top1"] == fast["top1"] <= fast["best_top1"] and 1 <= fast["best_epoch"] <= 100
 
     code, out, err = call(capsys, "linear", *args, "--epochs", "1", "--batch-size", "16")
     assert code == 0, err

@@ -206,14 +206,32 @@ def test_beta_sampler_matches_scipy(alpha):
     assert stats.kstest(draws, stats.beta(alpha, alpha).cdf).pvalue > 1e-3
 
 
-def test_clamping_keeps_large_crops_inside_and_shifts_them_minimally():
-    crop = A.CenterSuppressedResizedCrop(32, scale=(0.6, 0.6), ratio=(1.0, 1.0), p=0.5, alpha=0.6)
-    boxes = crop.sample_boxes(5000, 32, 32, torch.Generator().manual_seed(4))
-    side = math.sqrt(0.6) * 32
-    assert torch.allclose(boxes[:, 2] - boxes[:, 0], torch.full((5000,), side), atol=1e-4)
-    assert boxes.min() >= 0 and boxes.max() <= 32 + 1e-4
-    touching = (boxes[:, 0] < 1e-5) | (boxes[:, 2] > 32 - 1e-4)
-    assert 0 < touching.float().mean() < 1  # some were clamped to the border, others not
+def contrastive_crop_tops(n: int, side: int, crop: int, p: float, alpha: float, rng: np.random.Generator) -> np.ndarray:
+    """An independent reimplementation of ContrastiveCrop's placement along one axis (xyupeng/ContrastiveCrop,
+    ``ContrastiveCrop.get_params``, pixel-rounded as theirs): the start range is clamped first, then Beta-spread."""
+    low, high = 0.5 - p / 2, 0.5 + p / 2
+    first = min(max(int(side * low) - crop // 2, 0), side - crop)
+    last = min(max(int(side * high) - crop // 2, 0), side - crop)
+    return first + ((last - first) * rng.beta(alpha, alpha, n)).astype(int)
+
+
+@pytest.mark.parametrize("scale", [0.01, 0.36, 0.81], ids=["small", "medium", "large"])
+def test_crop_placement_matches_contrastive_crops_sampler(scale):
+    side, n, p, alpha = 1000, 20000, 0.5, 0.6  # a large image: ContrastiveCrop's pixel rounding is negligible
+    crop = A.CenterSuppressedResizedCrop(32, scale=(scale, scale), ratio=(1.0, 1.0), p=p, alpha=alpha)
+    boxes = crop.sample_boxes(n, side, side, torch.Generator().manual_seed(4)).double()
+    size = round(math.sqrt(scale) * side)
+    assert torch.allclose(boxes[:, 2] - boxes[:, 0], torch.full((n,), float(size), dtype=torch.float64), atol=1e-2)
+    assert boxes.min() >= 0 and boxes.max() <= side + 1e-3
+    theirs = contrastive_crop_tops(n, side, size, p, alpha, np.random.default_rng(5))
+    for ours in (boxes[:, 0].numpy(), boxes[:, 1].numpy()):
+        assert stats.ks_2samp(np.floor(ours + 1e-6), theirs).pvalue > 1e-3  # their starts are whole pixels
+    if scale == 0.81:  # drawing the centre first and then shifting the crop inside is a different law
+        centres = side * (0.25 + 0.5 * np.random.default_rng(6).beta(alpha, alpha, n))
+        shifted = np.floor(np.clip(centres - size / 2, 0, side - size))
+        assert stats.ks_2samp(shifted, theirs).pvalue < 1e-10
+        border = lambda tops: np.mean((tops < 0.05 * (side - size)) | (tops > 0.95 * (side - size)))  # noqa: E731
+        assert border(shifted) > border(theirs) + 0.1
 
 
 # --------------------------------------------------------------------------- pipelines

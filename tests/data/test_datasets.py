@@ -248,9 +248,9 @@ def test_imagenet_streams_files_and_imagenet200_chooses_seeded_classes(tmp_path)
     assert isinstance(full, FileImageDataset) and len(full) == 203
     images, labels = full[torch.tensor([0, 5])]
     assert images.shape == (2, 3, 8, 8) and images.dtype == torch.uint8 and labels.tolist() == [0, 5]
-    sub = build_dataset("imagenet200", root, "train", image_size=8, seed=1)
-    again = build_dataset("imagenet200", root, "test", image_size=8, seed=1)
-    other = build_dataset("imagenet200", root, "train", image_size=8, seed=2)
+    sub = build_dataset("imagenet200", root, "train", image_size=8, class_list="random", seed=1)
+    again = build_dataset("imagenet200", root, "test", image_size=8, class_list="random", seed=1)
+    other = build_dataset("imagenet200", root, "train", image_size=8, class_list="random", seed=2)
     assert len(sub.classes) == 200 and sub.classes == again.classes and sub.classes != other.classes
     assert sorted(sub.labels.tolist()) == list(range(200))
     listed = tmp_path / "classes.txt"
@@ -260,6 +260,25 @@ def test_imagenet_streams_files_and_imagenet200_chooses_seeded_classes(tmp_path)
     assert Path(two.files[two.labels.tolist().index(0)]).parent.name == "n0007"
     batches = list(batch_loader(two, 2, shuffle=False, drop_last=False, num_workers=1))
     assert batches[0][0].shape == (2, 3, 8, 8)
+    with pytest.raises(ValueError, match="names 200 classes not in .*set data.class_list"):
+        build_dataset("imagenet200", root, "test", image_size=8)  # the authors' wnids are not in this fake root
+
+
+def test_imagenet200_defaults_to_the_authors_200_classes(tmp_path):
+    from hallucinator.data.datasets import imagenet200_classes
+
+    authors = imagenet200_classes()
+    assert len(set(authors)) == 200 and all(len(w) == 9 and w[0] == "n" and w[1:].isdigit() for w in authors)
+    reference = Path(__file__).resolve().parents[3] / "shared" / "reference" / "imagenet200.class"
+    if reference.is_file():  # the authors' file, beside the repository on the project's machines
+        assert authors == reference.read_text().split()
+    root = tmp_path / "imagenet"
+    extra = ["n00000001", "n99999999"]  # classes of ImageNet-1K outside the list
+    for k, wnid in enumerate(sorted(authors + extra)):
+        _save_png(root / "val" / wnid / f"{k}.png", Image.fromarray(_rgb(k, 8, 8)))
+    subset = build_dataset("imagenet200", root, "test", image_size=8)
+    assert subset.classes == authors and len(subset) == 200
+    assert [Path(f).parent.name for f in subset.files] == [authors[label] for label in subset.labels.tolist()]
 
 
 # --------------------------------------------------------------------------- the real CIFAR-10

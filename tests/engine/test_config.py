@@ -10,8 +10,6 @@ import pytest
 from hallucinator.engine.config import Config, ConfigError, dump_config, from_dict, load_config, parse_overrides
 from hallucinator.engine.optim import lr_factor, warmup_weight
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
 
 def test_base_inheritance_and_overrides(tmp_path: Path) -> None:
     (tmp_path / "base.yaml").write_text("model: {method: mocov2, width: 16, hparams: {temperature: 0.2}}\nseed: 3\n")
@@ -86,13 +84,6 @@ def test_hallucination_weight_warmup_by_hand() -> None:
     assert warmup_weight(config, 10, 10, 100) == pytest.approx(0.25)
 
 
-def test_shipped_configs_load() -> None:
-    files = sorted((PROJECT_ROOT / "configs").rglob("*.yaml"))
-    assert files, "configs/ is empty"
-    for path in files:
-        load_config(path)
-
-
 def test_crop_size_sets_training_views_only() -> None:
     import torch
 
@@ -102,3 +93,17 @@ def test_crop_size_sets_training_views_only() -> None:
     view1, view2 = build_augmentation(config)(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))
     assert view1.shape == view2.shape == (4, 3, 24, 24)
     assert config.data.image_size is None  # evaluation keeps the native 32 px
+
+
+def test_class_list_is_for_imagenet200_only() -> None:
+    assert load_config(None, ["--data.dataset=imagenet200", "--data.class_list=random"]).data.class_list == "random"
+    with pytest.raises(ConfigError, match="data.class_list: only imagenet200 takes a class list, this config trains cifar10"):
+        load_config(None, ["--data.class_list=random"])
+
+
+def test_symmetric_extrapolation_is_refused_for_simsiam() -> None:
+    assert load_config(None, ["--hallucinator.extrapolation_mode=symmetric"]).hallucinator.extrapolation_mode == "symmetric"
+    with pytest.raises(ConfigError, match="hallucinator.extrapolation_mode: SimSiam"):
+        load_config(None, ["--model.method=simsiam", "--hallucinator.extrapolation_mode=symmetric"])
+    with pytest.raises(ConfigError, match=r"hallucinator.extrapolation_mode: 'mirror' is not one of"):
+        load_config(None, ["--hallucinator.extrapolation_mode=mirror"])

@@ -58,3 +58,35 @@ def test_build_optimizer_adapts_weights_only_and_spares_biases_and_batchnorm_the
     (group,) = build_optimizer(config, model).param_groups
     assert isinstance(build_optimizer(config, model), torch.optim.SGD) and group["weight_decay"] == 1e-4
     assert len(group["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("name", ["sgd", "lars"])
+def test_fix_predictor_lr_keeps_the_predictor_at_the_peak_lr_while_the_rest_follows_the_cosine(name: str) -> None:
+    import math
+
+    from hallucinator.engine.config import ConfigError
+    from hallucinator.engine.optim import lr_lambdas
+
+    class WithPredictor(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder, self.predictor = nn.Linear(3, 4), nn.Linear(4, 4)
+
+    model = WithPredictor()
+    config = Config()
+    config.optimizer.name, config.optimizer.fix_predictor_lr, config.optimizer.min_lr_ratio = name, True, 0.1
+    optimizer = build_optimizer(config, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambdas(config, optimizer, 10, 40))
+    fixed = [g for g in optimizer.param_groups if g["fixed_lr"]]
+    assert {id(p) for g in fixed for p in g["params"]} == {id(p) for p in model.predictor.parameters()}
+    assert optimizer.param_groups[0]["params"][0] is model.encoder.weight  # group 0 (the one logged) is scheduled
+    peak = config.lr()
+    for step in range(40):
+        cosine = peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / 40)))
+        for group in optimizer.param_groups:
+            assert group["lr"] == pytest.approx(peak if group["fixed_lr"] else cosine)
+        optimizer.step()
+        scheduler.step()
+    config.optimizer.fix_predictor_lr = True
+    with pytest.raises(ConfigError, match="optimizer.fix_predictor_lr: Sequential has no predictor"):
+        build_optimizer(config, nn.Sequential(nn.Linear(2, 2)))

@@ -59,11 +59,27 @@ def test_config_for_dataset():
     assert LinearConfig.for_dataset("cifar10").lr == 10
     assert LinearConfig.for_dataset("imagenet").lr == 30 and LinearConfig.for_dataset("imagenet200").lr == 30
     assert LinearConfig.for_dataset("tiny-imagenet").lr == 10
+    assert LinearConfig.for_dataset("imagenet200").batch_size == 256 and LinearConfig.for_dataset("cifar10").batch_size == 512
     short = LinearConfig.for_dataset("cifar10", epochs=10)
     assert short.milestones == (6, 8) and short.epochs == 10
     assert LinearConfig.for_dataset("cifar10", epochs=None, lr=None) == LinearConfig()  # unset CLI options
     with pytest.raises(ValueError, match="epochs"):
         LinearConfig(epochs=0)
+
+
+def test_best_and_final_epoch_against_probes_stopped_after_each_epoch():
+    """The per-epoch test top-1 equals that of a probe trained for only that many epochs (same seed, same
+    batch order and milestones), so best_top1 / best_epoch / final_top1 are read off independent runs."""
+    (train_x, train_y), (test_x, test_y) = separable(300, 0), separable(300, 1)
+    train_y = torch.where(torch.arange(300) % 3 == 0, (train_y + 1) % 4, train_y)  # label noise: accuracy wanders
+    config = LinearConfig(epochs=6, milestones=(4, 5), batch_size=64, lr=5.0)
+    result = linear_probe_features(train_x, train_y, test_x, test_y, config)
+    stopped = [linear_probe_features(train_x, train_y, test_x, test_y, LinearConfig(
+        epochs=e, milestones=(4, 5), batch_size=64, lr=5.0)).top1 for e in range(1, 7)]
+    assert result.test_top1 == pytest.approx(stopped)
+    figures = result.as_dict()
+    assert figures["final_top1"] == figures["top1"] == pytest.approx(stopped[-1])
+    assert figures["best_top1"] == pytest.approx(max(stopped)) and figures["best_epoch"] == stopped.index(max(stopped)) + 1
 
 
 def test_divergence_is_reported():

@@ -51,8 +51,9 @@ def test_forward_contract_with_and_without_the_hallucinator(name: str, tiny_net,
     torch.manual_seed(0)
     model = methods.build(name, tiny_net(), **SMALL[name]).train()
     out = model(*views)
-    assert {"loss", "loss_original", "loss_hallucinated", "pos_similarity"} <= set(out)
-    assert not out["pos_similarity"].requires_grad and -1 <= out["pos_similarity"].item() <= 1
+    assert {"loss", "loss_original", "loss_hallucinated", "pos_similarity", "hal_similarity"} <= set(out)
+    for key in ("pos_similarity", "hal_similarity"):
+        assert not out[key].requires_grad and -1 <= out[key].item() <= 1
     torch.testing.assert_close(out["loss"], 0.5 * out["loss_original"] + 0.5 * out["loss_hallucinated"])
     out["loss"].backward()
     assert all(p.grad is not None for p in model.hallucinator.parameters())

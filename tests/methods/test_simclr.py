@@ -40,3 +40,42 @@ def test_gradients_reach_the_encoder_head_and_hallucinator(tiny_net, views) -> N
     model(*views)["loss"].backward()
     for module in (model.backbone, model.projector, model.hallucinator):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def test_authors_head_has_no_batchnorm_and_loss_scale_multiplies_both_losses(tiny_net, views) -> None:
+    torch.manual_seed(0)
+    plain = SimCLR(tiny_net(), hallucinator=Hallucinator(dim=5, num_layers=0, extrapolation=(0.3, 0.3)), dim=5)
+    torch.manual_seed(0)
+    authors = SimCLR(
+        tiny_net(), hallucinator=Hallucinator(dim=5, num_layers=0, extrapolation=(0.3, 0.3)), dim=5,
+        head_batchnorm=False, loss_scale=0.5 / 0.07,
+    )
+    assert [type(m) for m in authors.projector] == [nn.Linear, nn.ReLU, nn.Linear]
+    assert authors.projector[0].bias is not None  # no BatchNorm after it to cancel a bias
+    out = authors.eval()(*views)
+    with torch.no_grad():
+        q, k = authors.projector(authors.backbone(views[0])), authors.projector(authors.backbone(views[1]))
+    scale = 0.5 / 0.07
+    torch.testing.assert_close(out["loss_original"], scale * nt_xent(q, k, 0.5))
+    torch.testing.assert_close(out["loss_hallucinated"], scale * nt_xent(1.3 * q - 0.3 * k, k, 0.5))
+    assert [type(m) for m in plain.projector] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+
+
+def test_hal_similarity_and_the_symmetric_comparison_point(tiny_net, views) -> None:
+    """Fig. 4: hal_similarity is cos(q_hat, k) of the hallucinated pair; in symmetric mode the pair is
+    (q', k') of the normalised features, and the hallucinated NT-Xent scores exactly that pair."""
+    for mode in ("asymmetric", "symmetric"):
+        torch.manual_seed(0)
+        hallucinator = Hallucinator(dim=5, num_layers=0, extrapolation=(0.3, 0.3), extrapolation_mode=mode)
+        model = SimCLR(tiny_net(), hallucinator=hallucinator, dim=5).eval()
+        with torch.no_grad():
+            q, k = model.projector(model.backbone(views[0])), model.projector(model.backbone(views[1]))
+        if mode == "symmetric":
+            q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+            pair = (1.3 * q - 0.3 * k, 1.3 * k - 0.3 * q)
+        else:
+            pair = (1.3 * q - 0.3 * k, k)
+        out = model(*views)
+        torch.testing.assert_close(out["hal_similarity"], F.cosine_similarity(*pair).mean())
+        torch.testing.assert_close(out["loss_hallucinated"], nt_xent(*pair, 0.5))
+        assert not out["hal_similarity"].requires_grad

@@ -50,6 +50,7 @@ def test_both_directions_hallucinated_and_targets_behind_stop_gradient(tiny_net,
     torch.testing.assert_close(out["loss_original"], original.detach())
     torch.testing.assert_close(out["loss_hallucinated"], hallucinated.detach())
     torch.testing.assert_close(out["pos_similarity"], -original.detach())
+    torch.testing.assert_close(out["hal_similarity"], -hallucinated.detach())  # Fig. 4's hallucinated pair
     torch.testing.assert_close(z[0].grad, a1.grad)
     torch.testing.assert_close(z[1].grad, a2.grad)
 

@@ -203,8 +203,9 @@ def run_linear(args: argparse.Namespace) -> dict[str, Any]:
             train_transform=train_transform(loaded.dataset, loaded.image_size), test_transform=loaded.transform,
             device=loaded.device, precision=args.precision, progress=not args.no_progress,
         )
-    print(f"linear top-1 {result.top1:.2f} %, top-5 {result.top5:.2f} % ({mode}, {result.seconds:.0f} s)")
-    figures = {key: value for key, value in result.as_dict().items() if key != "train_loss"}
+    print(f"linear top-1 {result.top1:.2f} % after the last epoch (best {result.best_top1:.2f} % at epoch "
+          f"{result.best_epoch}), top-5 {result.top5:.2f} % ({mode}, {result.seconds:.0f} s)")
+    figures = {key: value for key, value in result.as_dict().items() if key not in ("train_loss", "test_top1")}
     figures.update(lr=config.lr, final_train_loss=result.train_loss[-1])
     loaded.save(f"linear_{mode}", figures)
     return figures

@@ -30,6 +30,7 @@ SHORT_FLAGS = {
     "batch_size": "data.batch_size",
     "seed": "seed",
     "device": "trainer.accelerator",
+    "class_list": "data.class_list",
 }
 
 
@@ -42,6 +43,9 @@ def _add_short_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="number of epochs (trainer.max_epochs)")
     parser.add_argument("--batch-size", type=int, help="global batch size (data.batch_size; the lr scales with it)")
     parser.add_argument("--seed", type=int, help="random seed (seed)")
+    parser.add_argument(
+        "--class-list", help="ImageNet-200's classes: a file of wnids, or random (data.class_list; default: the authors')"
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "gpu", "cuda", "mps"), help="trainer.accelerator")
     parser.add_argument("--no-hallucinator", action="store_true", help="train the plain method (hallucinator.enabled=false)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

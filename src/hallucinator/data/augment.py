@@ -437,13 +437,18 @@ class RandomResizedCrop(nn.Module):
 
 
 class CenterSuppressedResizedCrop(RandomResizedCrop):
-    """RandomResizedCrop whose centre is drawn in the central box (METHOD.md section 3).
+    """RandomResizedCrop whose centre is drawn in the central box (METHOD.md section 3), as ContrastiveCrop.
 
     The central box covers fraction ``p`` of each side (``p = 0.5``: from 0.25 to 0.75). Along
-    each axis the centre is ``box_start + p * Beta(alpha, alpha)`` of the side: ``alpha < 1`` puts
-    more mass near the box's edges than at the image centre (hence "center-suppressed"),
-    ``alpha = 1`` is uniform over the box. The box is then shifted, if needed, to stay inside the
-    image. Scale and ratio are sampled as in :class:`RandomResizedCrop`.
+    each axis, ContrastiveCrop's sampler first limits the crop's start to the range that keeps
+    its centre in the box AND the crop inside the image, ``[clamp(lo - h/2), clamp(hi - h/2)]``
+    (``clamp`` to ``[0, side - h]``), then places it at ``start + range * Beta(alpha, alpha)``.
+    ``alpha < 1`` puts more mass near the range's ends than at the image centre (hence
+    "center-suppressed"), ``alpha = 1`` is uniform. A crop small enough never to meet the border
+    has its centre at ``lo + p * side * Beta``; a large one is spread over the positions it can
+    take instead of being pushed to the border (drawing the centre first and shifting the crop
+    inside afterwards sends large crops to the border more often). Coordinates are continuous
+    (ContrastiveCrop rounds to pixels). Scale and ratio are sampled as in :class:`RandomResizedCrop`.
 
     Example:
         >>> crop = CenterSuppressedResizedCrop(32, scale=(0.2, 1.0), p=0.5, alpha=0.6)
@@ -476,8 +481,14 @@ class CenterSuppressedResizedCrop(RandomResizedCrop):
         self, h: Tensor, w: Tensor, height: int, width: int, generator: torch.Generator | None
     ) -> tuple[Tensor, Tensor]:
         beta = sample_beta(2 * h.shape[0], self.alpha, generator, h.device).view(2, -1)
-        low = 0.5 - self.p / 2
-        return (low + self.p * beta[0]) * height, (low + self.p * beta[1]) * width
+        low, high = 0.5 - self.p / 2, 0.5 + self.p / 2
+
+        def centre(size: Tensor, side: int, draw: Tensor) -> Tensor:
+            first = (low * side - size / 2).clamp(min=0.0).minimum(side - size)
+            last = (high * side - size / 2).clamp(min=0.0).minimum(side - size)
+            return first + (last - first) * draw + size / 2
+
+        return centre(h, height, beta[0]), centre(w, width, beta[1])
 
 
 class Compose(nn.Module):

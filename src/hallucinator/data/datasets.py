@@ -118,8 +118,8 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
         DatasetInfo(
             "imagenet200", 200, 256, _IMAGENET_MEAN, _IMAGENET_STD, True,
-            "as imagenet; the 200 classes come from class_list (a file with one wnid per line) or a seeded random "
-            "choice (seed) of ImageNet's classes",
+            "as imagenet; the 200 classes are the authors' list (imagenet200_classes()), or class_list (a file "
+            "with one wnid per line), or class_list='random': a seeded random choice (seed) of ImageNet's classes",
         ),
         DatasetInfo(
             "imagefolder", None, None, _IMAGENET_MEAN, _IMAGENET_STD, False,
@@ -641,8 +641,15 @@ def _imagenet_samples(info: DatasetInfo, root: Path, split: str) -> tuple[list[s
     return files, labels, wnids
 
 
+def imagenet200_classes() -> list[str]:
+    """The 200 WordNet ids of the authors' ImageNet-200 (their ``imagenet200.class``), ImageNet-200's default."""
+    return _read_class_list(Path(__file__).with_name("imagenet200.class"))
+
+
 def _read_class_list(class_list: str | Path | Sequence[str]) -> list[str]:
     if isinstance(class_list, (str, Path)):
+        if not Path(class_list).is_file():
+            raise ValueError(f"no class list file {class_list} (one wnid per line; data.class_list, --class-list)")
         return [line.strip() for line in Path(class_list).read_text().splitlines() if line.strip()]
     return list(class_list)
 
@@ -658,15 +665,18 @@ def _imagenet(
 ) -> FileImageDataset:
     files, labels, wnids = _imagenet_samples(info, root, split)
     if info.name == "imagenet200":
-        if class_list is not None:
-            chosen = _read_class_list(class_list)
-            unknown = sorted(set(chosen) - set(wnids))
-            if unknown:
-                raise ValueError(f"class_list names classes not in {root}: {unknown[:5]}")
-        else:
+        if class_list == "random":
             if len(wnids) < 200:
                 raise ValueError(f"imagenet200 needs at least 200 classes, {root} has {len(wnids)}")
             chosen = sorted(random.Random(seed).sample(wnids, 200))
+        else:
+            chosen = imagenet200_classes() if class_list is None else _read_class_list(class_list)
+            unknown = sorted(set(chosen) - set(wnids))
+            if unknown:
+                raise ValueError(
+                    f"the class list names {len(unknown)} classes not in {root}: {unknown[:5]}; "
+                    "set data.class_list to a file of wnids that are there, or to random"
+                )
         remap = {wnids.index(wnid): i for i, wnid in enumerate(chosen)}
         keep = [i for i, label in enumerate(labels) if label in remap]
         files = [files[i] for i in keep]
@@ -696,8 +706,9 @@ def build_dataset(
     """The ``split`` (``pretrain`` | ``train`` | ``test``) of dataset ``name`` found at ``root``.
 
     ``image_size`` overrides the stored size (``imagefolder``: resize every image to it; ImageNet:
-    the decode size, default 256). ``class_list`` / ``seed`` choose ImageNet-200's classes (the
-    chosen wnids are ``dataset.classes``: save them next to the run). ``encoded``: streamed datasets
+    the decode size, default 256). ``class_list`` chooses ImageNet-200's classes: ``None`` = the
+    authors' 200 (:func:`imagenet200_classes`), a file of wnids or a list, or ``"random"`` = 200
+    drawn with ``seed`` (the chosen wnids are ``dataset.classes``). ``encoded``: streamed datasets
     give undecoded file bytes, for :func:`decode_batch` on the GPU. ``cache_dir``: see
     :mod:`hallucinator.data.cache`. ``folder``: how an ``imagefolder`` directory (one's own photos,
     :mod:`hallucinator.data.folder`) is labeled, split, checked and stored.

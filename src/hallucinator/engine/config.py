@@ -30,6 +30,7 @@ import yaml
 METHOD_NAMES = ("mocov1", "mocov2", "simclr", "simsiam")
 OPTIMIZERS = ("sgd", "lars")
 SCHEDULES = ("cosine", "step", "constant")
+EXTRAPOLATION_MODES = ("asymmetric", "symmetric")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # "auto": bf16 autocast on a GPU that supports it, fp32 on CPU (see docs/training.md for
 # the CPU measurement behind that choice).
@@ -61,6 +62,8 @@ class HallucinatorConfig:
     num_layers: int = 3
     extrapolation: tuple[float, float] = (0.0, 0.1)
     per_sample: bool = False
+    extrapolation_mode: str = "asymmetric"
+    """``asymmetric`` (the paper's) or ``symmetric`` (Fig. 4's comparison point: both features extrapolated)."""
     weight: float = 0.5
     """Weight ``w`` of the hallucinated loss: ``(1 - w) * original + w * hallucinated`` (paper: 0.5)."""
     warmup_epochs: float = 0.0
@@ -76,6 +79,9 @@ class DataConfig:
     download: bool = False
     cache_dir: str | None = None
     """Where the decoded uint8 cache goes (``None``: the data layer's default)."""
+    class_list: str | None = None
+    """ImageNet-200's classes: ``None`` = the authors' 200 (shipped with the package), a file with one
+    wnid per line, or ``random`` (200 classes drawn with seed 0)."""
     image_size: int | None = None
     """Image resolution for training and evaluation; ``None`` = the dataset's native size (a folder of
     one's own mixed-size images: the median shorter side, at most 224, printed with the reason)."""
@@ -89,6 +95,9 @@ class DataConfig:
     ``none``: no augmentation, both views are the plain image (a debugging aid)."""
     augment: dict[str, Any] = field(default_factory=dict)
     """Overrides passed to the preset (e.g. ``p: 0.6``, ``alpha: 0.1``; see ``hallucinator.data.presets.Recipe``)."""
+    center_crop_warmup_epochs: int = 0
+    """Plain crops on both views for this many first epochs, then the center-suppressed crop (the
+    authors' ImageNet-1K recipe: 20)."""
     batch_size: int = 512
     """Global batch (all processes together); the lr is scaled by it (see ``optimizer``)."""
     limit: int | None = None
@@ -129,7 +138,9 @@ class OptimizerConfig:
     """Epochs at which the ``step`` schedule multiplies the lr by ``gamma``."""
     gamma: float = 0.1
     min_lr_ratio: float = 0.0
-    """The cosine schedule ends at ``min_lr_ratio * lr``."""
+    """The cosine schedule ends at ``min_lr_ratio * lr`` (the authors' small-dataset recipe: 0.1)."""
+    fix_predictor_lr: bool = False
+    """SimSiam's ``fix_pred_lr``: the predictor keeps the peak lr throughout (no warm-up, no schedule)."""
     lars_eta: float = 0.001
     """LARS trust coefficient."""
 
@@ -307,6 +318,10 @@ def validate(config: Config) -> None:
     _positive("model.width", config.model.width)
     h = config.hallucinator
     _positive("hallucinator.num_layers", h.num_layers, allow_zero=True)
+    _choice("hallucinator.extrapolation_mode", h.extrapolation_mode, EXTRAPOLATION_MODES)
+    if h.extrapolation_mode == "symmetric" and config.model.method == "simsiam":
+        raise ConfigError("hallucinator.extrapolation_mode: SimSiam's stop-gradient targets leave nothing to extrapolate "
+                          "symmetrically; use asymmetric")
     if not h.extrapolation[0] <= h.extrapolation[1]:
         raise ConfigError(f"hallucinator.extrapolation: need beta1 <= beta2, got {list(h.extrapolation)}")
     if not 0.0 <= h.weight <= 1.0:
@@ -317,6 +332,10 @@ def validate(config: Config) -> None:
     if h.warmup_epochs > 0 and h.warmup_fraction > 0:
         raise ConfigError("hallucinator.warmup_epochs and hallucinator.warmup_fraction: set at most one of them")
     d = config.data
+    if d.class_list is not None:
+        if d.dataset != "imagenet200":
+            raise ConfigError(f"data.class_list: only imagenet200 takes a class list, this config trains {d.dataset}")
+    _positive("data.center_crop_warmup_epochs", d.center_crop_warmup_epochs, allow_zero=True)
     _positive("data.batch_size", d.batch_size)
     _positive("data.num_workers", d.num_workers, allow_zero=True)
     if d.image_size is not None:

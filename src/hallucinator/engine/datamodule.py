@@ -107,7 +107,8 @@ def dataset_options(d: DataConfig) -> dict[str, Any]:
     """The ``build_dataset`` keywords that ``data.*`` sets beyond name, root, split, download and cache.
 
     ``image_size`` is the stored size only for ``imagefolder`` (one's own photos): named datasets keep
-    their native storage (ImageNet its 256 px decode) and the transforms resize.
+    their native storage (ImageNet its 256 px decode) and the transforms resize. ``class_list``
+    chooses ImageNet-200's classes (other datasets ignore it).
     """
     from hallucinator.data.folder import FolderOptions
 
@@ -117,7 +118,11 @@ def dataset_options(d: DataConfig) -> dict[str, Any]:
         skip_unreadable=d.skip_unreadable,
         memory_budget_gb=d.memory_budget_gb,
     )
-    return {"folder": folder, "image_size": d.image_size if d.dataset == "imagefolder" else None}
+    return {
+        "folder": folder,
+        "image_size": d.image_size if d.dataset == "imagefolder" else None,
+        "class_list": d.class_list,
+    }
 
 
 def build_split(d: DataConfig, split: str) -> Any:

@@ -12,7 +12,7 @@ from torch import nn
 from hallucinator import backbones, methods
 from hallucinator.engine.checkpoint import build_backbone
 from hallucinator.engine.config import Config, ConfigError, from_dict, to_dict
-from hallucinator.engine.optim import build_optimizer, lr_factor, warmup_weight
+from hallucinator.engine.optim import build_optimizer, lr_lambdas, warmup_weight
 from hallucinator.hallucinator import Hallucinator
 from hallucinator.methods.base import SSLMethod
 
@@ -47,15 +47,17 @@ def build_method(config: Config) -> SSLMethod:
             num_layers=h.num_layers,
             extrapolation=h.extrapolation,
             per_sample=h.per_sample,
+            extrapolation_mode=h.extrapolation_mode,
         )
     return method
 
 
-def build_augmentation(config: Config) -> nn.Module | None:
+def build_augmentation(config: Config, plain_crops: bool = False) -> nn.Module | None:
     """The two-view augmentation of ``config.data`` (``None`` for preset ``none``: both views = the image).
 
     Without the Hallucinator, neither view uses the center-suppressed crop unless
     ``data.augment.center_crop_views`` says so: the plain method is the paper's baseline.
+    ``plain_crops``: neither view uses it (``data.center_crop_warmup_epochs``).
     """
     data = config.data
     if data.preset == "none":
@@ -64,7 +66,9 @@ def build_augmentation(config: Config) -> nn.Module | None:
 
     name = data.preset or f"{data.dataset}-{config.model.method}"
     overrides = dict(data.augment)
-    if not config.hallucinator.enabled:
+    if plain_crops:
+        overrides["center_crop_views"] = ()
+    elif not config.hallucinator.enabled:
         overrides.setdefault("center_crop_views", ())
     try:
         return presets.build(name, data.training_crop_size, **overrides)
@@ -94,6 +98,7 @@ class PretrainModule(pl.LightningModule):
         self.steps_per_epoch = steps_per_epoch
         self.method = build_method(config)
         self.augment = build_augmentation(config)
+        self.warmup_augment = build_augmentation(config, plain_crops=True) if config.data.center_crop_warmup_epochs else None
         if self.augment is None:
             from hallucinator.data import eval_transform
 
@@ -133,7 +138,9 @@ class PretrainModule(pl.LightningModule):
                 view = self._plain(images)
                 view1, view2 = view, view.clone()
             else:
-                view1, view2 = self.augment(images, generator=self._generator)
+                warmup = self.current_epoch < self.config.data.center_crop_warmup_epochs
+                augment = self.warmup_augment if warmup else self.augment
+                view1, view2 = augment(images, generator=self._generator)
         if self.channels_last:
             view1 = view1.contiguous(memory_format=torch.channels_last)
             view2 = view2.contiguous(memory_format=torch.channels_last)
@@ -172,14 +179,14 @@ class PretrainModule(pl.LightningModule):
         if "loss_hallucinated" in out:
             self.log("train/loss_hallucinated", out["loss_hallucinated"].detach(), **log)
             self.log("train/hallucination_weight", weight, **log)
+            self.log("train/hal_similarity", out["hal_similarity"], **log)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, **log)
         return loss
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.config, self.method)
-        spe, total = self.steps_per_epoch, self.total_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(self.config, step, spe, total)
+            optimizer, lr_lambdas(self.config, optimizer, self.steps_per_epoch, self.total_steps)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from hallucinator.engine.config import Config
+from hallucinator.engine.config import Config, ConfigError
 
 
 class LARS(torch.optim.Optimizer):
@@ -57,22 +57,49 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD (weight decay on every parameter, as in MoCo/SimCLR/SimSiam code) or LARS."""
+def _param_groups(config: Config, model: nn.Module) -> list[dict]:
+    """Parameter groups; with ``fix_predictor_lr`` the predictor's parameters come last, tagged ``fixed_lr``."""
     o = config.optimizer
-    lr = config.lr()
-    if o.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
     params = [p for p in model.parameters() if p.requires_grad]
-    adapted = [p for p in params if p.ndim > 1]
-    plain = [p for p in params if p.ndim <= 1]
-    return LARS(
-        [{"params": adapted}, {"params": plain, "lars": False, "weight_decay": 0.0}],
-        lr=lr,
-        momentum=o.momentum,
-        weight_decay=o.weight_decay,
-        eta=o.lars_eta,
-    )
+    fixed: set[int] = set()
+    if o.fix_predictor_lr:
+        predictor = getattr(model, "predictor", None)
+        if not isinstance(predictor, nn.Module):
+            raise ConfigError(
+                f"optimizer.fix_predictor_lr: {type(model).__name__} has no predictor; set it to false"
+            )
+        fixed = {id(p) for p in predictor.parameters()}
+    groups: list[dict] = []
+    for is_fixed in (False, True):
+        chosen = [p for p in params if (id(p) in fixed) == is_fixed]
+        if o.name == "lars":
+            groups += [
+                {"params": [p for p in chosen if p.ndim > 1], "fixed_lr": is_fixed},
+                {"params": [p for p in chosen if p.ndim <= 1], "fixed_lr": is_fixed, "lars": False, "weight_decay": 0.0},
+            ]
+        else:
+            groups.append({"params": chosen, "fixed_lr": is_fixed})
+    return [g for g in groups if g["params"] or not g["fixed_lr"]]
+
+
+def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD (weight decay on every parameter, as in MoCo/SimCLR/SimSiam code) or LARS (none on biases and norms).
+
+    Every parameter group has a ``fixed_lr`` flag: :func:`lr_lambdas` keeps such a group at the peak lr.
+    """
+    o = config.optimizer
+    groups = _param_groups(config, model)
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr(), momentum=o.momentum, weight_decay=o.weight_decay)
+    return LARS(groups, lr=config.lr(), momentum=o.momentum, weight_decay=o.weight_decay, eta=o.lars_eta)
+
+
+def lr_lambdas(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_steps: int) -> list:
+    """One ``LambdaLR`` multiplier per parameter group: :func:`lr_factor`, or 1 for a ``fixed_lr`` group."""
+    return [
+        (lambda step: 1.0) if group.get("fixed_lr") else (lambda step: lr_factor(config, step, steps_per_epoch, total_steps))
+        for group in optimizer.param_groups
+    ]
 
 
 def lr_factor(config: Config, step: int, steps_per_epoch: int, total_steps: int) -> float:

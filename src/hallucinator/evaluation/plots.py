@@ -106,16 +106,24 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 def plot_positive_similarity(
     runs: Mapping[str, str | Path], out: str | Path, *, smoothing: int | None = None
 ) -> list[Path]:
-    """Fig. 4: ``train/pos_similarity`` of every run (``label -> run dir``) over epochs, on one axes.
+    """Fig. 4: ``train/pos_similarity`` of every run (``label -> run dir``) over epochs, on one axes, and,
+    dashed in the same colour, ``train/hal_similarity`` (the hallucinated pair) of runs that logged it.
 
-    ``smoothing``: moving-average window in logged points (default: 2 % of the run's points).
+    Fig. 4's three curves are a plain run, a run with ``hallucinator.extrapolation_mode=symmetric``
+    and a Hallucinator run. ``smoothing``: moving-average window in logged points (default: 2 % of
+    the run's points).
     """
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, run_dir in runs.items():
-        x, y = metric_series(read_metrics(run_dir), "pos_similarity")
+        metrics = read_metrics(run_dir)
+        x, y = metric_series(metrics, "pos_similarity")
         if len(y) == 0:
             raise ValueError(f"{run_dir}: metrics.csv has no pos_similarity column (was it written by pretrain?)")
-        ax.plot(x, _smooth(y, smoothing or max(1, len(y) // 50)), label=label)
+        (line,) = ax.plot(x, _smooth(y, smoothing or max(1, len(y) // 50)), label=label)
+        x, y = metric_series(metrics, "hal_similarity")
+        if len(y):
+            ax.plot(x, _smooth(y, smoothing or max(1, len(y) // 50)), linestyle="--", color=line.get_color(),
+                    label=f"{label} (hallucinated pair)")
     ax.set(xlabel="epoch", ylabel="similarity of positive pairs S", title="Similarity of positives during training")
     ax.grid(alpha=0.3)
     ax.legend()

@@ -36,7 +36,10 @@ _MOCO_COMMON = {"dim": 128, "queue_size": 65536, "momentum": 0.999, "shuffle_bn_
 METHODS: dict[str, MethodSpec] = {
     "mocov1": MethodSpec(MoCo, {**_MOCO_COMMON, "temperature": 0.07, "mlp": False}, {"version": 1}),
     "mocov2": MethodSpec(MoCo, {**_MOCO_COMMON, "temperature": 0.2, "mlp": True}, {"version": 2}),
-    "simclr": MethodSpec(SimCLR, {"dim": 128, "hidden_dim": None, "temperature": 0.5, "hallucination_weight": 0.5}),
+    "simclr": MethodSpec(
+        SimCLR,
+        {"dim": 128, "hidden_dim": None, "temperature": 0.5, "head_batchnorm": True, "loss_scale": 1.0, "hallucination_weight": 0.5},
+    ),
     "simsiam": MethodSpec(SimSiam, {"dim": 2048, "pred_hidden_dim": 512, "proj_layers": 2, "hallucination_weight": 0.5}),
 }
 

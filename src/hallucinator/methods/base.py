@@ -103,10 +103,18 @@ class SSLMethod(nn.Module):
         return features
 
     def _output(
-        self, loss_original: torch.Tensor, loss_hallucinated: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor
+        self,
+        loss_original: torch.Tensor,
+        loss_hallucinated: torch.Tensor | None,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        hallucinated: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The loss dict; ``pos_similarity`` is the mean cosine of the original positive pair ``(q, k)``."""
-        out = {"loss_original": loss_original, "pos_similarity": F.cosine_similarity(q, k, dim=1).mean().detach()}
+        """The loss dict; ``pos_similarity`` is the mean cosine of the original positive pair ``(q, k)``,
+        ``hal_similarity`` that of the ``hallucinated`` pair the hallucinated loss scores (Fig. 4)."""
+        out = {"loss_original": loss_original, "pos_similarity": _mean_cosine(q, k)}
+        if hallucinated is not None:
+            out["hal_similarity"] = _mean_cosine(*hallucinated)
         if loss_hallucinated is None:
             out["loss"] = loss_original
         else:
@@ -114,3 +122,7 @@ class SSLMethod(nn.Module):
             out["loss"] = (1.0 - w) * loss_original + w * loss_hallucinated
             out["loss_hallucinated"] = loss_hallucinated
         return out
+
+
+def _mean_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.cosine_similarity(a.detach(), b.detach(), dim=1).mean()

@@ -140,12 +140,13 @@ class MoCo(SSLMethod):
         # a copy: the enqueue below must not modify the negatives autograd saved for backward
         queue = self.queue.clone()
         loss_original = info_nce(q, k, queue, self.temperature)
-        loss_hallucinated = None
+        loss_hallucinated = hallucinated = None
         if self.hallucinator is not None:
-            loss_hallucinated = info_nce(self.hallucinator(q, k), k, queue, self.temperature)
+            hallucinated = self.hallucinator.pair(q, k)
+            loss_hallucinated = info_nce(*hallucinated, queue, self.temperature)
         if self.training:
             self._enqueue(k)
-        return self._output(loss_original, loss_hallucinated, q, k)
+        return self._output(loss_original, loss_hallucinated, q, k, hallucinated)
 
 
 def _head(in_dim: int, dim: int, use_mlp: bool) -> nn.Sequential:

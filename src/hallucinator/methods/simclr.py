@@ -24,6 +24,9 @@ class SimCLR(SSLMethod):
         dim: projection dimension.
         hidden_dim: hidden width of the Linear-BN-ReLU-Linear head; ``None`` = the backbone's ``num_features``.
         temperature: NT-Xent temperature (0.5, SimCLR's CIFAR setting).
+        head_batchnorm: BatchNorm in the head (SimCLR's); ``False`` = Linear-ReLU-Linear, the authors' code.
+        loss_scale: factor on both NT-Xent losses; the authors' code (after SupContrast) multiplies by
+            ``temperature / 0.07``, which scales the gradient against the weight decay at the same lr.
         hallucination_weight: ``w`` in ``(1 - w) * loss_original + w * loss_hallucinated``.
 
     Example:
@@ -39,21 +42,29 @@ class SimCLR(SSLMethod):
         dim: int = 128,
         hidden_dim: int | None = None,
         temperature: float = 0.5,
+        head_batchnorm: bool = True,
+        loss_scale: float = 1.0,
         hallucination_weight: float = 0.5,
     ) -> None:
         super().__init__(backbone, hallucination_weight)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if loss_scale <= 0:
+            raise ValueError(f"loss_scale must be positive (1 = plain NT-Xent), got {loss_scale}")
         self.temperature = temperature
-        self.projector = mlp(self.num_features, hidden_dim or self.num_features, dim, num_layers=2)
+        self.loss_scale = float(loss_scale)
+        self.projector = mlp(
+            self.num_features, hidden_dim or self.num_features, dim, num_layers=2, batch_norm=head_batchnorm
+        )
         self._set_hallucinator(hallucinator, dim)
 
     def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
         self._check_views(view1, view2)
         q = self.projector(self._features(self.backbone, view1))
         k = self.projector(self._features(self.backbone, view2))
-        loss_original = nt_xent(q, k, self.temperature)
-        loss_hallucinated = None
+        loss_original = self.loss_scale * nt_xent(q, k, self.temperature)
+        loss_hallucinated = hallucinated = None
         if self.hallucinator is not None:
-            loss_hallucinated = nt_xent(self.hallucinator(q, k), k, self.temperature)
-        return self._output(loss_original, loss_hallucinated, q, k)
+            hallucinated = self.hallucinator.pair(q, k)
+            loss_hallucinated = self.loss_scale * nt_xent(*hallucinated, self.temperature)
+        return self._output(loss_original, loss_hallucinated, q, k, hallucinated)

@@ -59,8 +59,16 @@ class SimSiam(SSLMethod):
         z2 = self.projector(self._features(self.backbone, view2))
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss_original = (negative_cosine(p1, z2) + negative_cosine(p2, z1)) / 2
-        loss_hallucinated = None
+        loss_hallucinated = hallucinated = None
+        targets = torch.cat([z2, z1])
         if self.hallucinator is not None:
-            p1_hat, p2_hat = self.hallucinator(torch.cat([p1, p2]), torch.cat([p2, p1])).chunk(2)
+            if self.hallucinator.extrapolation_mode != "asymmetric":
+                raise ValueError(
+                    "SimSiam scores its predictions against stop-gradient targets, so a symmetric extrapolation "
+                    "would move nothing the loss sees; use extrapolation_mode='asymmetric'"
+                )
+            p_hat = self.hallucinator(torch.cat([p1, p2]), torch.cat([p2, p1]))
+            p1_hat, p2_hat = p_hat.chunk(2)
             loss_hallucinated = (negative_cosine(p1_hat, z2) + negative_cosine(p2_hat, z1)) / 2
-        return self._output(loss_original, loss_hallucinated, torch.cat([p1, p2]), torch.cat([z2, z1]))
+            hallucinated = (p_hat, targets)
+        return self._output(loss_original, loss_hallucinated, torch.cat([p1, p2]), targets, hallucinated)
