@@ -64,3 +64,11 @@ def test_precision_parity_trains_both_precisions_and_compares_them(
     mtime = (tmp_path / "32_s0" / "checkpoints" / "last.ckpt").stat().st_mtime
     assert load_benchmark("precision_parity").main(arguments) == figures
     assert (tmp_path / "32_s0" / "checkpoints" / "last.ckpt").stat().st_mtime == mtime
+
+
+def test_gemm_peak_probe_counts_two_flops_per_multiply_add(monkeypatch: pytest.MonkeyPatch) -> None:
+    throughput = load_benchmark("pretrain_throughput")
+    clock = iter(range(1000))  # every perf_counter call is one second later: each matmul "takes" 1 s
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: float(next(clock)))
+    assert throughput.gemm_peak_gflops("cpu", "fp32", 64, seconds=0.5) == pytest.approx(2 * 64**3 / 1e9)
+    assert throughput.gemm_peak_gflops("cpu", "bf16", 32, seconds=0.5) == pytest.approx(2 * 32**3 / 1e9)
