@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hallucinator.engine.config import Config, ConfigError
+from hallucinator.engine.device_data import on_device
 
 
 class StepBatches:
@@ -125,9 +126,9 @@ class PretrainDataModule(pl.LightningDataModule):
         num = len(self.load())
         return (min(num, d.limit) if d.limit else num) // d.batch_size
 
-    def train_dataloader(self) -> StepBatches:
+    def train_dataloader(self) -> Iterable[torch.Tensor]:
         trainer = self.trainer
-        return StepBatches(
+        batches = StepBatches(
             self.load(),
             self.config.data.batch_size,
             self.config.seed,
@@ -137,3 +138,4 @@ class PretrainDataModule(pl.LightningDataModule):
             limit=self.config.data.limit,
             num_workers=self.config.data.num_workers,
         )
+        return on_device(batches, trainer.strategy.root_device)  # on a GPU: resident or prefetched
