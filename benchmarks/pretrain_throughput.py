@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--crop-sizes", nargs="+", type=int, default=[32],
                         help="ours: training crop sides; 24 is the quickstart's (a different workload from lightly's 32)")
     parser.add_argument("--no-lightly", action="store_true", help="ours only")
+    parser.add_argument("--partial", action="store_true", help="also print the JSON summary so far after every run")
     parser.add_argument("--gemm-size", type=int, default=0, help="side of the peak-probe matmuls (0: 1024 CPU, 8192 GPU)")
     parser.add_argument("--gemm-seconds", type=float, default=1.0, help="time spent on each peak probe")
     parser.add_argument("--crop-size", type=int, default=32, help=argparse.SUPPRESS)
@@ -264,8 +265,18 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"lightly {summary['lightly']}: only ours runs", flush=True)
     lp = args.lightly_precision
     runs = [("lightly", m, w, lp, 32, DEFAULT_VARIANT) for m in args.methods for w in args.widths] if lightly else []
-    runs += [("ours", m, w, p, c, v) for m in args.methods for w in args.widths for p in args.precisions
-             for c in args.crop_sizes for v in args.variants]
+    # variants outermost: with --partial, a run stopped early has the cheap eager figures first
+    runs += [("ours", m, w, p, c, v) for v in args.variants for m in args.methods for w in args.widths
+             for p in args.precisions for c in args.crop_sizes]
+    # the machine's limit: the best matmul rate in each precision the step used
+    size = args.gemm_size or (8192 if args.device == "gpu" else 1024)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for dtype in ("fp32", "bf16"):
+        summary[f"gemm_peak_gflops_{dtype}"] = round(gemm_peak_gflops(args.device, dtype, size, args.gemm_seconds), 1)
+        print(f"{dtype} matmul peak ({size} x {size}): {summary[f'gemm_peak_gflops_{dtype}']:.1f} GFLOP/s", flush=True)
+    summary["gemm_size"] = size
+
     results: dict[str, list[dict]] = {}
     for round_ in range(args.rounds):
         for impl, method, width, precision, crop, variant in runs:
@@ -286,16 +297,16 @@ def main(argv: list[str] | None = None) -> dict:
             if "achieved_gflops" in figures:
                 line += f", {figures['achieved_gflops']:.1f} GFLOP/s ({figures['step_gflop']:.1f} GFLOP a step)"
             print(line, flush=True)
+            if args.partial:
+                print(json.dumps(summarize(results, dict(summary), args, lightly)), flush=True)
+    summary = summarize(results, summary, args, lightly)
+    print(json.dumps(summary))
+    return summary
 
-    # the machine's limit: the best matmul rate in each precision the step used
-    size = args.gemm_size or (8192 if args.device == "gpu" else 1024)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for dtype in ("fp32", "bf16"):
-        summary[f"gemm_peak_gflops_{dtype}"] = round(gemm_peak_gflops(args.device, dtype, size, args.gemm_seconds), 1)
-        print(f"{dtype} matmul peak ({size} x {size}): {summary[f'gemm_peak_gflops_{dtype}']:.1f} GFLOP/s", flush=True)
-    summary["gemm_size"] = size
 
+def summarize(results: dict[str, list[dict]], summary: dict, args: argparse.Namespace, lightly: bool) -> dict:
+    """``summary`` (the GEMM peaks) with the medians, GFLOP/s, peak fractions and speed-ups of ``results``."""
+    lp = args.lightly_precision
     for key, runs_ in results.items():
         summary[f"{key}_pairs_per_s"] = round(statistics.median(r["pairs_per_s"] for r in runs_), 1)
         summary[f"{key}_peak_rss_mb"] = round(max(r["peak_rss_mb"] for r in runs_))
@@ -307,18 +318,18 @@ def main(argv: list[str] | None = None) -> dict:
             summary[f"{key}_step_gflop"] = round(runs_[0]["step_gflop"], 2)
             summary[f"{key}_achieved_gflops"] = round(achieved, 1)
             summary[f"{key}_peak_fraction"] = round(achieved / peak, 4)
-    for method in args.methods:
+    for method in args.methods if lightly else ():
         for width in args.widths:
-            if not lightly:
+            base = summary.get(f"lightly-{method}-w{width}" + ("" if lp == "32-true" else f"-{lp}") + "_pairs_per_s")
+            if base is None:
                 continue
-            base = summary[f"lightly-{method}-w{width}" + ("" if lp == "32-true" else f"-{lp}") + "_pairs_per_s"]
             for precision in args.precisions:
                 for crop in args.crop_sizes:
                     for variant in args.variants:
                         suffix = f"{method}-w{width}-{precision}{_suffix(crop, variant)}"
-                        summary[f"speedup-{suffix}"] = round(summary[f"ours-{suffix}_pairs_per_s"] / base, 2)
+                        if f"ours-{suffix}_pairs_per_s" in summary:  # --partial: not all have run yet
+                            summary[f"speedup-{suffix}"] = round(summary[f"ours-{suffix}_pairs_per_s"] / base, 2)
     summary.update(device=args.device, batch_size=args.batch_size, threads=torch.get_num_threads())
-    print(json.dumps(summary))
     return summary
 
 

@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -69,7 +70,7 @@ class Check:
         self.started = time.monotonic()
         self.parts: list[Part] = []
         self.env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                    "HALLUCINATOR_TEST_CIFAR10": str(Path(args.data).resolve()), "PYTHONUNBUFFERED": "1"}
+                    "HALLUCINATOR_TEST_CIFAR10": args.data, "PYTHONUNBUFFERED": "1"}
 
     def limit(self, gpu_seconds: float) -> float:
         """A part's own time limit: ``gpu_seconds`` on the GPU; in the dry run, room for a loaded CI machine."""
@@ -90,18 +91,20 @@ class Check:
         self.log.write(f"\n===== {part.name} (limit {limit:.0f} s): {' '.join(command)}\n")
         self.log.flush()
         started = time.monotonic()
+        # a session of its own, so that a part stopped at its limit takes its children (benchmark workers) along
+        process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, start_new_session=True)
         try:
-            done = subprocess.run(command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=limit)
-            output, code = done.stdout + done.stderr, done.returncode
-            part.status = "ok" if code == 0 else f"failed (exit {code})"
-        except subprocess.TimeoutExpired as expired:
-            output = (expired.stdout or b"").decode(errors="replace") if isinstance(expired.stdout, bytes) else (expired.stdout or "")
-            output += (expired.stderr or b"").decode(errors="replace") if isinstance(expired.stderr, bytes) else (expired.stderr or "")
+            output, _ = process.communicate(timeout=limit)
+            part.status = "ok" if process.returncode == 0 else f"failed (exit {process.returncode})"
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
             part.status = f"timed out after {limit:.0f} s"
         part.seconds = round(time.monotonic() - started, 1)
         self.log.write(output)
         self.log.flush()
-        if not part.status == "ok" and not part.note:
+        if part.status != "ok" and not part.note:
             lines = [line for line in output.strip().splitlines() if line.strip()]
             part.note = lines[-1][:300] if lines else ""
         print(f"         {part.name}: {part.status} in {part.seconds:.0f} s", flush=True)
@@ -133,7 +136,7 @@ class Check:
     def prepare(self) -> None:
         """Decodes CIFAR-10 into the cache once, so that no later part pays for it in its own time."""
         code = ("import sys; from hallucinator.data import build_dataset\n"
-                "for split in ('pretrain', 'test'): print(split, len(build_dataset('cifar10', sys.argv[1], split)))")
+                "for split in ('pretrain', 'train', 'test'): print(split, len(build_dataset('cifar10', sys.argv[1], split)))")
         self.run(Part("prepare", "Decode CIFAR-10 into the cache", self.limit(150)),
                  [PY, "-c", code, self.args.data], reserve=self.reserve(after="prepare"))
 
@@ -160,8 +163,8 @@ class Check:
         sizes += ["--widths", str(width), "--precisions", precision, "--variants", *variants]
         # SimCLR as the engine ships it (eager, channels_last): what sizes the SimCLR runs below
         self.simclr_pairs_key = f"ours-simclr-w{width}-{precision}_pairs_per_s"
-        output = self.run(Part("throughput", "Pre-training throughput, ours vs lightly", self.limit(170)),
-                          [PY, "benchmarks/pretrain_throughput.py", "--data-dir", self.args.data, "--rounds", "1",
+        output = self.run(Part("throughput", "Pre-training throughput, ours vs lightly", self.limit(200)),
+                          [PY, "benchmarks/pretrain_throughput.py", "--data-dir", self.args.data, "--rounds", "1", "--partial",
                            "--output", str(self.work / "throughput"), *sizes], reserve=self.reserve(after="throughput"))
         self.parts[-1].figures = last_json(output)
 
@@ -312,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=540.0, help="seconds for everything (default 9 minutes)")
     parser.add_argument("--work-dir", default="/tmp/hallucinator-device-check", help="runs and checkpoints (not copied back)")
     args = parser.parse_args(argv)
+    # relative to where the command was started; the parts run in the repository root
+    args.out, args.data, args.work_dir = (str(Path(path).resolve()) for path in (args.out, args.data, args.work_dir))
     if not Path(args.data).exists():
         print(f"device check: no dataset at {args.data}; pass the CIFAR-10 archive as the second argument", file=sys.stderr)
         return 2

@@ -5,6 +5,6 @@
 #
 #   bash experiments/device_check.sh OUT [DATA] [--dry-run]    # DATA: the CIFAR-10 archive (default ../shared/...)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-exec "${PYTHON:-python3}" experiments/device_check.py "$@"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+exec "${PYTHON:-python3}" "$root/experiments/device_check.py" "$@"

@@ -42,3 +42,24 @@ def test_device_check_names_a_missing_dataset(tmp_path: Path) -> None:
     done = subprocess.run(["bash", "experiments/device_check.sh", str(tmp_path), str(tmp_path / "none.tar.gz"), "--dry-run"],
                           cwd=ROOT, env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True)
     assert done.returncode == 2 and "no dataset at" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_simclr_epochs_fit_the_time_left_from_the_measured_throughput(tmp_path: Path, monkeypatch) -> None:
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("device_check", ROOT / "experiments" / "device_check.py")
+    device_check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "device_check", device_check)  # dataclasses look their module up
+    spec.loader.exec_module(device_check)
+    args = argparse.Namespace(dry_run=False, out=str(tmp_path / "o"), work_dir=str(tmp_path / "w"), data="x", budget=540.0)
+    check = device_check.Check(args)
+    check.simclr_pairs_key = "ours-simclr-w64-bf16-mixed_pairs_per_s"
+    # no throughput measured: the deliberately low 2,000 pairs/s, Hallucinator ratio 1.1 -> 50,000 / 2,000 * 1.1 * 1.3 s
+    assert check.epochs_that_fit(120) == 2  # (120 - 45) / 35.75
+    check.parts += [device_check.Part("throughput", "", 0, figures={check.simclr_pairs_key: 26_000.0}),
+                    device_check.Part("overhead", "", 0, figures={"methods": {"simclr": {"ratio": 0.98}}})]
+    assert check.epochs_that_fit(120) == 30  # an epoch: 50,000 / 26,000 * 1.0 (a ratio below 1 counts as 1) * 1.3 = 2.5 s
+    assert check.epochs_that_fit(40) == 1  # never less than one
+    assert check.reserve(after="overhead") == 20 + 150  # the data path's and SimCLR's minima
+    check.log.close()
