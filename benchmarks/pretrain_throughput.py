@@ -75,8 +75,10 @@ def ours(args: argparse.Namespace) -> dict:
         rates = [float(r["train/images_per_s"]) for r in csv.DictReader(file) if int(r["step"]) >= args.warmup]
     # pairs per second over the timed steps: total images / total time
     pairs_per_s = len(rates) / sum(1 / r for r in rates)
-    flops = step_flops(config, args.device)
+    figures = {"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20} if args.device == "gpu" else {}
+    flops = step_flops(config, args.device)  # after reading the peak: its fp32 step is not the run's
     return {
+        **figures,
         "pairs_per_s": pairs_per_s,
         "precision": config.trainer.precision,  # "auto" resolved
         "step_gflop": flops / 1e9,
@@ -211,7 +213,7 @@ def worker(args: argparse.Namespace) -> None:
     figures = ours(args) if args.impl == "ours" else lightly_script(args)
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available() and args.device == "gpu":
-        figures["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        figures.setdefault("peak_gpu_mb", torch.cuda.max_memory_allocated() / 2**20)
     print(json.dumps(figures))
 
 

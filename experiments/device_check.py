@@ -317,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # relative to where the command was started; the parts run in the repository root
     args.out, args.data, args.work_dir = (str(Path(path).resolve()) for path in (args.out, args.data, args.work_dir))
+    if not args.dry_run:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("device check: torch sees no CUDA device; on a machine without one use --dry-run", file=sys.stderr)
+            return 2
     if not Path(args.data).exists():
         print(f"device check: no dataset at {args.data}; pass the CIFAR-10 archive as the second argument", file=sys.stderr)
         return 2

@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ["environment", "prepare", "cuda_tests", "throughput", "overhead", "data_path", "simclr_off", "simclr_on"]
 
@@ -63,3 +66,10 @@ def test_simclr_epochs_fit_the_time_left_from_the_measured_throughput(tmp_path: 
     assert check.epochs_that_fit(40) == 1  # never less than one
     assert check.reserve(after="overhead") == 20 + 150  # the data path's and SimCLR's minima
     check.log.close()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the real run is the one to do")
+def test_device_check_without_a_gpu_asks_for_the_dry_run(cifar10_archive: Path, tmp_path: Path) -> None:
+    done = subprocess.run(["bash", "experiments/device_check.sh", str(tmp_path), str(cifar10_archive)],
+                          cwd=ROOT, env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True)
+    assert done.returncode == 2 and "no CUDA device" in done.stderr and "--dry-run" in done.stderr
