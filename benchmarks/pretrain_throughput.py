@@ -5,7 +5,8 @@ same method and batch on the same CIFAR-10 images, and include loading, augmenta
 optimisation step. Ours is ``hallucinator.engine.pretrain`` as shipped (whole-batch gathers,
 augmentation on the device, the precision ``auto`` picks); lightly's is the usual recipe from
 its docs: ``SimCLRTransform`` / ``MoCoV2Transform`` on PIL images in a standard ``DataLoader``,
-its projection heads and ``NTXentLoss`` (with a memory bank for MoCo), plain fp32. Both run
+its projection heads and ``NTXentLoss`` (with a memory bank for MoCo), plain fp32 unless
+``--lightly-precision bf16-mixed`` (bf16 autocast). Both run
 without the Hallucinator (lightly has none).
 
 Each (implementation, method, width) runs in its own process, so its peak memory (max RSS) is
