@@ -26,13 +26,17 @@ from hallucinator import backbones, methods
 
 
 def step_time(
-    model: methods.SSLMethod, optimizer: torch.optim.Optimizer, views: tuple[torch.Tensor, torch.Tensor]
+    model: methods.SSLMethod,
+    optimizer: torch.optim.Optimizer,
+    views: tuple[torch.Tensor, torch.Tensor],
+    bf16: bool = False,
 ) -> tuple[float, float]:
     """Wall-clock and process CPU seconds of one training step (CPU time is less affected by other jobs)."""
     if views[0].is_cuda:
         torch.cuda.synchronize()
     start, start_cpu = time.perf_counter(), time.process_time()
-    out = model(*views)
+    with torch.autocast(views[0].device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(*views)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
     optimizer.step()
@@ -64,7 +68,7 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict[s
     for repeat in range(args.warmup + args.repeats):
         # alternate which variant goes first, so neither always runs right after the other
         for on in ((False, True) if repeat % 2 == 0 else (True, False)):
-            elapsed, elapsed_cpu = step_time(*variants[on], views)
+            elapsed, elapsed_cpu = step_time(*variants[on], views, bf16=args.precision == "bf16-mixed")
             if repeat >= args.warmup:
                 wall[on].append(elapsed)
                 cpu[on].append(elapsed_cpu)
@@ -95,7 +99,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed steps per variant (the median is reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true", help="autocast of the step")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     results = {}
     for name in args.methods:
@@ -108,8 +116,12 @@ def main() -> None:
     config = {
         "backbone": "resnet18", "cifar_stem": True, "width": args.width, "batch_size": args.batch_size,
         "image_size": args.image_size, "repeats": args.repeats, "warmup": args.warmup, "device": str(device),
+        "precision": args.precision,
         "threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
     }
+    if device.type == "cuda":
+        config["gpu"] = torch.cuda.get_device_name(device)
+        config["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
     print(json.dumps({"config": config, "methods": results}))
 
 

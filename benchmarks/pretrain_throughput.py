@@ -5,7 +5,8 @@ same method and batch on the same CIFAR-10 images, and include loading, augmenta
 optimisation step. Ours is ``hallucinator.engine.pretrain`` as shipped (whole-batch gathers,
 augmentation on the device, the precision ``auto`` picks); lightly's is the usual recipe from
 its docs: ``SimCLRTransform`` / ``MoCoV2Transform`` on PIL images in a standard ``DataLoader``,
-its projection heads and ``NTXentLoss`` (with a memory bank for MoCo), plain fp32. Both run
+its projection heads and ``NTXentLoss`` (with a memory bank for MoCo), plain fp32 unless
+``--lightly-precision bf16-mixed`` (bf16 autocast). Both run
 without the Hallucinator (lightly has none).
 
 Each (implementation, method, width) runs in its own process, so its peak memory (max RSS) is
@@ -14,7 +15,16 @@ sides. Throughput is image pairs per second over the timed steps (after warm-up 
 ``--crop-sizes 32 24`` ours also runs the quickstart's 24 px training crops: a cheaper workload than
 lightly's 32 px, reported under its own key (``...-crop24``), never as the like-for-like ratio.
 
+How far from the machine's limit: ours also reports the GFLOP/s its step achieves (the FLOPs of one
+training step counted with ``torch.utils.flop_counter``, times steps/s) and that figure's fraction of
+the machine's measured matmul peak in the step's precision (a short fp32 / bf16 GEMM probe).
+``--variants`` adds ``torch.compile`` and the memory format (``eager-cl``, the default, is eager with
+channels_last, as shipped; ``eager``, ``compile``, ``compile-cl``); ``--device gpu`` runs both sides on
+CUDA (lightly then augments on the CPU in its loader and copies batches to the GPU, as its docs do).
+
     python benchmarks/pretrain_throughput.py --data-dir ../shared/datasets/cifar10-jpeg.tar.gz
+    python benchmarks/pretrain_throughput.py --device gpu --widths 64 --batch-size 512 \
+        --precisions bf16-mixed --lightly-precision bf16-mixed --variants eager eager-cl compile-cl
 
 The last line printed is one JSON object with every figure.
 """
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import resource
 import statistics
@@ -31,13 +42,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 
 def ours(args: argparse.Namespace) -> dict:
     import csv
 
     from hallucinator.engine import load_config, pretrain
 
-    run = Path(args.output) / f"ours-{args.method}-{args.width}-{args.precision}-{args.crop_size}"
+    run = Path(args.output) / f"ours-{args.method}-{args.width}-{args.precision}-{args.crop_size}-{args.variant}"
     overrides = [
         f"--model.method={args.method}",
         f"--model.width={args.width}",
@@ -46,7 +59,9 @@ def ours(args: argparse.Namespace) -> dict:
         f"--data.batch_size={args.batch_size}",
         f"--trainer.max_steps={args.warmup + args.steps}",
         f"--trainer.precision={args.precision}",
-        "--trainer.accelerator=cpu",
+        f"--trainer.accelerator={args.device}",
+        f"--trainer.compile={args.variant.startswith('compile')}",
+        f"--trainer.channels_last={args.variant.endswith('-cl')}",
         "--trainer.log_every_n_steps=1",
         "--trainer.progress_bar=false",
         f"--output_dir={run}",
@@ -55,16 +70,71 @@ def ours(args: argparse.Namespace) -> dict:
         overrides.append(f"--data.crop_size={args.crop_size}")
     if args.method.startswith("moco"):
         overrides.append("--model.hparams.queue_size=4096")
-    pretrain(load_config(None, overrides))
+    config = pretrain(load_config(None, overrides)).config
     (path,) = sorted((run / "csv").glob("version_*/metrics.csv"))[-1:]
     with path.open() as file:
         rates = [float(r["train/images_per_s"]) for r in csv.DictReader(file) if int(r["step"]) >= args.warmup]
     # pairs per second over the timed steps: total images / total time
-    return {"pairs_per_s": len(rates) / sum(1 / r for r in rates)}
+    pairs_per_s = len(rates) / sum(1 / r for r in rates)
+    figures = {"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20} if args.device == "gpu" else {}
+    flops = step_flops(config, args.device)  # after reading the peak: its fp32 step is not the run's
+    return {
+        **figures,
+        "pairs_per_s": pairs_per_s,
+        "precision": config.trainer.precision,  # "auto" resolved
+        "step_gflop": flops / 1e9,
+        "achieved_gflops": flops / args.batch_size * pairs_per_s / 1e9,
+    }
+
+
+def step_flops(config, device: str) -> int:
+    """FLOPs (matmuls and convolutions) of one training step of ``config``'s model: forward and backward.
+
+    Counted with ``torch.utils.flop_counter`` over one real step on random views of the training
+    crop size, in fp32 on ``device``: the count does not depend on the device or the precision.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hallucinator.engine.module import build_method
+
+    device_ = torch.device("cuda" if device == "gpu" else device)
+    method = build_method(config).to(device_).train()
+    size = config.data.training_crop_size
+    views = [torch.randn(config.data.batch_size, 3, size, size, device=device_) for _ in range(2)]
+    with FlopCounterMode(display=False) as counter:
+        method(*views)["loss"].backward()
+    return counter.get_total_flops()
+
+
+def gemm_peak_gflops(device: str, dtype_name: str, size: int, seconds: float = 1.0) -> float:
+    """The best GFLOP/s of ``size`` x ``size`` matmuls in ``dtype_name`` over about ``seconds``: the machine's limit.
+
+    Example:
+        >>> gemm_peak_gflops("cpu", "fp32", 1024)  # e.g. ~100 on 2 AVX2 cores
+    """
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    device_ = torch.device("cuda" if device == "gpu" else device)
+    a, b = (torch.randn(size, size, device=device_).to(dtype) for _ in range(2))
+
+    def timed() -> float:
+        if device_.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        torch.mm(a, b)
+        if device_.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    timed()  # warm-up: kernel selection, page faults
+    best, spent = float("inf"), 0.0
+    while spent < seconds or best == float("inf"):
+        elapsed = timed()
+        best, spent = min(best, elapsed), spent + elapsed
+    return 2 * size**3 / best / 1e9
 
 
 def lightly_script(args: argparse.Namespace) -> dict:
-    import torch
     from lightly.loss import NTXentLoss
     from lightly.models.modules import MoCoProjectionHead, SimCLRProjectionHead
     from lightly.models.utils import deactivate_requires_grad, update_momentum
@@ -98,50 +168,66 @@ def lightly_script(args: argparse.Namespace) -> dict:
         transform = MoCoV2Transform(input_size=32, gaussian_blur=0.0)
         head = MoCoProjectionHead(dim, dim, 128)
         criterion = NTXentLoss(temperature=0.2, memory_bank_size=(4096, 128))
-    model = nn.Sequential(backbone, head)
+    device = torch.device("cuda" if args.device == "gpu" else "cpu")
+    model = nn.Sequential(backbone, head).to(device)
     momentum_model = copy.deepcopy(model)
     deactivate_requires_grad(momentum_model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06 * args.batch_size / 256, momentum=0.9, weight_decay=5e-4)
     loader = torch.utils.data.DataLoader(
         PILImages(transform), batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
-        persistent_workers=args.workers > 0,
+        persistent_workers=args.workers > 0, pin_memory=device.type == "cuda",
     )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
     steps, started = 0, None
     while steps < args.warmup + args.steps:
         for (x0, x1) in loader:
             if steps == args.warmup:
+                synchronize(device)
                 started = time.perf_counter()
-            if args.method == "simclr":
-                loss = criterion(model(x0), model(x1))
-            else:
-                update_momentum(model, momentum_model, m=0.99)
-                with torch.no_grad():
-                    keys = momentum_model(x1)
-                loss = criterion(model(x0), keys)
+            x0, x1 = x0.to(device, non_blocking=True), x1.to(device, non_blocking=True)
+            with autocast:
+                if args.method == "simclr":
+                    loss = criterion(model(x0), model(x1))
+                else:
+                    update_momentum(model, momentum_model, m=0.99)
+                    with torch.no_grad():
+                        keys = momentum_model(x1)
+                    loss = criterion(model(x0), keys)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
             steps += 1
             if steps == args.warmup + args.steps:
                 break
+    synchronize(device)
     return {"pairs_per_s": args.steps * args.batch_size / (time.perf_counter() - started)}
 
 
-def worker(args: argparse.Namespace) -> None:
-    import torch
+def synchronize(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
+
+def worker(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     figures = ours(args) if args.impl == "ours" else lightly_script(args)
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available() and args.device == "gpu":
+        figures.setdefault("peak_gpu_mb", torch.cuda.max_memory_allocated() / 2**20)
     print(json.dumps(figures))
 
 
-def _crop_suffix(crop: int) -> str:
-    return "" if crop == 32 else f"-crop{crop}"
+def _suffix(crop: int, variant: str) -> str:
+    """Key suffix of a non-default variant and crop size (the defaults keep the keys of earlier runs)."""
+    return ("" if variant == DEFAULT_VARIANT else f"-{variant}") + ("" if crop == 32 else f"-crop{crop}")
 
 
-def main() -> None:
+DEFAULT_VARIANT = "eager-cl"
+VARIANTS = ("eager", "eager-cl", "compile", "compile-cl")
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/datasets/cifar10-jpeg.tar.gz")
     parser.add_argument("--methods", nargs="+", default=["simclr", "mocov2"])
@@ -152,49 +238,102 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the lightly script")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--precisions", nargs="+", default=["auto"], help="ours: e.g. auto 32-true bf16-mixed")
+    parser.add_argument("--lightly-precision", choices=("32-true", "bf16-mixed"), default="32-true",
+                        help="the lightly script's autocast")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=[DEFAULT_VARIANT],
+                        help="ours: eager or torch.compile, with (-cl) or without channels_last")
     parser.add_argument("--crop-sizes", nargs="+", type=int, default=[32],
                         help="ours: training crop sides; 24 is the quickstart's (a different workload from lightly's 32)")
+    parser.add_argument("--no-lightly", action="store_true", help="ours only")
+    parser.add_argument("--partial", action="store_true", help="also print the JSON summary so far after every run")
+    parser.add_argument("--gemm-size", type=int, default=0, help="side of the peak-probe matmuls (0: 1024 CPU, 8192 GPU)")
+    parser.add_argument("--gemm-seconds", type=float, default=1.0, help="time spent on each peak probe")
     parser.add_argument("--crop-size", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument("--variant", default=DEFAULT_VARIANT, help=argparse.SUPPRESS)
     parser.add_argument("--output", default="/tmp/hallucinator-throughput")
     parser.add_argument("--worker", nargs=4, metavar=("IMPL", "METHOD", "WIDTH", "PRECISION"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         args.impl, args.method, width, args.precision = args.worker
         args.width = int(width)
         worker(args)
-        return
+        return {}
 
-    runs = [("lightly", m, w, "32-true", 32) for m in args.methods for w in args.widths]
-    runs += [("ours", m, w, p, c) for m in args.methods for w in args.widths for p in args.precisions
-             for c in args.crop_sizes]
+    summary: dict[str, float | str] = {}
+    lightly = not args.no_lightly and importlib.util.find_spec("lightly") is not None
+    if not lightly:
+        summary["lightly"] = "skipped (--no-lightly)" if args.no_lightly else "not installed"
+        print(f"lightly {summary['lightly']}: only ours runs", flush=True)
+    lp = args.lightly_precision
+    runs = [("lightly", m, w, lp, 32, DEFAULT_VARIANT) for m in args.methods for w in args.widths] if lightly else []
+    # variants outermost: with --partial, a run stopped early has the cheap eager figures first
+    runs += [("ours", m, w, p, c, v) for v in args.variants for m in args.methods for w in args.widths
+             for p in args.precisions for c in args.crop_sizes]
+    # the machine's limit: the best matmul rate in each precision the step used
+    size = args.gemm_size or (8192 if args.device == "gpu" else 1024)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for dtype in ("fp32", "bf16"):
+        summary[f"gemm_peak_gflops_{dtype}"] = round(gemm_peak_gflops(args.device, dtype, size, args.gemm_seconds), 1)
+        print(f"{dtype} matmul peak ({size} x {size}): {summary[f'gemm_peak_gflops_{dtype}']:.1f} GFLOP/s", flush=True)
+    summary["gemm_size"] = size
+
     results: dict[str, list[dict]] = {}
     for round_ in range(args.rounds):
-        for impl, method, width, precision, crop in runs:
-            command = [sys.executable, __file__, "--worker", impl, method, str(width), precision, "--crop-size", str(crop)]
-            for flag in ("data_dir", "batch_size", "steps", "warmup", "workers", "threads", "output"):
+        for impl, method, width, precision, crop, variant in runs:
+            command = [sys.executable, __file__, "--worker", impl, method, str(width), precision,
+                       "--crop-size", str(crop), "--variant", variant]
+            for flag in ("data_dir", "batch_size", "steps", "warmup", "workers", "threads", "output", "device"):
                 command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode:
-                sys.exit(f"{impl} {method} w{width} failed:\n{done.stderr[-3000:]}")
+                sys.exit(f"{impl} {method} w{width} {precision} {variant} failed:\n{done.stderr[-3000:]}")
             figures = json.loads(done.stdout.strip().splitlines()[-1])
-            key = f"{impl}-{method}-w{width}" + (f"-{precision}" if impl == "ours" else "") + _crop_suffix(crop)
+            if impl == "ours":
+                key = f"ours-{method}-w{width}-{precision}{_suffix(crop, variant)}"
+            else:
+                key = f"lightly-{method}-w{width}" + ("" if lp == "32-true" else f"-{lp}")
             results.setdefault(key, []).append(figures)
-            print(f"round {round_} {key}: {figures['pairs_per_s']:.1f} pairs/s, peak {figures['peak_rss_mb']:.0f} MB",
-                  flush=True)
+            line = f"round {round_} {key}: {figures['pairs_per_s']:.1f} pairs/s, peak {figures['peak_rss_mb']:.0f} MB"
+            if "achieved_gflops" in figures:
+                line += f", {figures['achieved_gflops']:.1f} GFLOP/s ({figures['step_gflop']:.1f} GFLOP a step)"
+            print(line, flush=True)
+            if args.partial:
+                print(json.dumps(summarize(results, dict(summary), args, lightly)), flush=True)
+    summary = summarize(results, summary, args, lightly)
+    print(json.dumps(summary))
+    return summary
 
-    summary: dict[str, float] = {}
+
+def summarize(results: dict[str, list[dict]], summary: dict, args: argparse.Namespace, lightly: bool) -> dict:
+    """``summary`` (the GEMM peaks) with the medians, GFLOP/s, peak fractions and speed-ups of ``results``."""
+    lp = args.lightly_precision
     for key, runs_ in results.items():
         summary[f"{key}_pairs_per_s"] = round(statistics.median(r["pairs_per_s"] for r in runs_), 1)
         summary[f"{key}_peak_rss_mb"] = round(max(r["peak_rss_mb"] for r in runs_))
-    for method in args.methods:
+        if "peak_gpu_mb" in runs_[0]:
+            summary[f"{key}_peak_gpu_mb"] = round(max(r["peak_gpu_mb"] for r in runs_))
+        if key.startswith("ours"):
+            achieved = statistics.median(r["achieved_gflops"] for r in runs_)
+            peak = summary["gemm_peak_gflops_bf16" if runs_[0]["precision"] == "bf16-mixed" else "gemm_peak_gflops_fp32"]
+            summary[f"{key}_step_gflop"] = round(runs_[0]["step_gflop"], 2)
+            summary[f"{key}_achieved_gflops"] = round(achieved, 1)
+            summary[f"{key}_peak_fraction"] = round(achieved / peak, 4)
+    for method in args.methods if lightly else ():
         for width in args.widths:
-            base = summary[f"lightly-{method}-w{width}_pairs_per_s"]
+            base = summary.get(f"lightly-{method}-w{width}" + ("" if lp == "32-true" else f"-{lp}") + "_pairs_per_s")
+            if base is None:
+                continue
             for precision in args.precisions:
                 for crop in args.crop_sizes:
-                    suffix = f"{method}-w{width}-{precision}{_crop_suffix(crop)}"
-                    summary[f"speedup-{suffix}"] = round(summary[f"ours-{suffix}_pairs_per_s"] / base, 2)
-    print(json.dumps(summary))
+                    for variant in args.variants:
+                        suffix = f"{method}-w{width}-{precision}{_suffix(crop, variant)}"
+                        if f"ours-{suffix}_pairs_per_s" in summary:  # --partial: not all have run yet
+                            summary[f"speedup-{suffix}"] = round(summary[f"ours-{suffix}_pairs_per_s"] / base, 2)
+    summary.update(device=args.device, batch_size=args.batch_size, threads=torch.get_num_threads())
+    return summary
 
 
 if __name__ == "__main__":

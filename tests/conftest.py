@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
 import tarfile
 from pathlib import Path
@@ -13,7 +14,8 @@ import torch
 from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CIFAR10_ARCHIVE = PROJECT_ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+# HALLUCINATOR_TEST_CIFAR10: the archive elsewhere (a GPU machine without ../shared; experiments/device_check.sh)
+CIFAR10_ARCHIVE = Path(os.environ.get("HALLUCINATOR_TEST_CIFAR10", PROJECT_ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"))
 
 
 @pytest.fixture(autouse=True)

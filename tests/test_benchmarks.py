@@ -64,3 +64,35 @@ def test_precision_parity_trains_both_precisions_and_compares_them(
     mtime = (tmp_path / "32_s0" / "checkpoints" / "last.ckpt").stat().st_mtime
     assert load_benchmark("precision_parity").main(arguments) == figures
     assert (tmp_path / "32_s0" / "checkpoints" / "last.ckpt").stat().st_mtime == mtime
+
+
+def test_gemm_peak_probe_counts_two_flops_per_multiply_add(monkeypatch: pytest.MonkeyPatch) -> None:
+    throughput = load_benchmark("pretrain_throughput")
+    clock = iter(range(1000))  # every perf_counter call is one second later: each matmul "takes" 1 s
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: float(next(clock)))
+    assert throughput.gemm_peak_gflops("cpu", "fp32", 64, seconds=0.5) == pytest.approx(2 * 64**3 / 1e9)
+    assert throughput.gemm_peak_gflops("cpu", "bf16", 32, seconds=0.5) == pytest.approx(2 * 32**3 / 1e9)
+
+
+def test_data_path_profile_rehearsal_finds_no_host_sync_in_the_data_step(capsys: pytest.CaptureFixture[str]) -> None:
+    """The CPU rehearsal of the GPU data path (resident gather + device augmentation): no op that waits for the device."""
+    from hallucinator.data import augment
+
+    accelerator_form = augment.avoids_host_sync
+    profile = load_benchmark("data_path_profile")
+    tiny = ["--device", "cpu", "--synthetic", "64", "--width", "8", "--batch-size", "16", "--steps", "1",
+            "--precision", "32-true", "--threads", "1"]
+    subset = profile.main(tiny)  # the CPU's own form: the counter does see syncs
+    assert subset["data_sync_ops"].get("aten::nonzero", 0) > 0 and not subset["rehearse"]
+    rehearsed = profile.main([*tiny, "--rehearse"])
+    assert augment.avoids_host_sync is accelerator_form  # the rehearsal leaves the CPU form in place
+    assert rehearsed["data_sync_ops_per_step"] == 0 and rehearsed["data_sync_ops"] == {}
+    # the whole step adds only the Hallucinator's lam, drawn on the CPU: one scalar read per step
+    assert rehearsed["step_sync_ops"] == {"aten::_local_scalar_dense": 1}
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == rehearsed
+
+
+def test_merged_kernel_time_counts_overlaps_once() -> None:
+    merged = load_benchmark("data_path_profile")._merged_length
+    assert merged([(0, 2), (1, 3), (5, 6), (5.5, 5.7)]) == pytest.approx(4.0)
+    assert merged([]) == 0

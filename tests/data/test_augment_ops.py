@@ -74,7 +74,14 @@ def test_uint8_input_is_scaled_like_to_dtype():
     assert torch.allclose(A.RandomGrayscale(0.0)(x), expected, atol=1e-6, rtol=0)
 
 
-def test_color_jitter_module_reproduces_torchvision_per_sample_order_and_probability():
+@pytest.fixture(params=["subset", "sync-free"])
+def host_sync_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both forms of the p-applied ops: the CPU's subset indexing and the accelerators' whole-batch select."""
+    monkeypatch.setattr(A, "avoids_host_sync", lambda device: request.param == "sync-free")
+    return request.param
+
+
+def test_color_jitter_module_reproduces_torchvision_per_sample_order_and_probability(host_sync_mode):
     x = _images(n=64)
     jitter = A.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.7)
     g = torch.Generator().manual_seed(5)
@@ -99,7 +106,7 @@ def test_color_jitter_module_reproduces_torchvision_per_sample_order_and_probabi
     assert factors[:, 3].abs().max() <= 0.1
 
 
-def test_random_apply_fraction_and_flip():
+def test_random_apply_fraction_and_flip(host_sync_mode):
     x = _images(n=4000, h=4, w=6)
     out = A.RandomHorizontalFlip(0.3)(x, generator=torch.Generator().manual_seed(0))
     flipped = (out - x.flip(-1)).flatten(1).abs().amax(1) == 0
@@ -258,6 +265,17 @@ def test_generator_on_cpu_with_global_rng_fallback():
     torch.manual_seed(0)
     second = presets.build("cifar10", image_size=16)(images)
     assert torch.equal(first[0], second[0])
+
+
+@pytest.mark.parametrize("name", ["cifar10-mocov2", "cifar10-simclr", "stl10-simsiam"])
+def test_sync_free_views_equal_the_subset_views(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    two = presets.build(name, image_size=32)
+    subset = two(images, generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(A, "avoids_host_sync", lambda device: True)
+    sync_free = two(images, generator=torch.Generator().manual_seed(3))
+    for a, b in zip(subset, sync_free):
+        assert (a - b).abs().max() < 1e-5
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

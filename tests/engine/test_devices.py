@@ -101,3 +101,32 @@ def test_compiled_run_trains_on_cuda(cifar10_archive: Path, tmp_path: Path) -> N
     pretrain(cifar10_archive, tmp_path, "gpu", "--trainer.compile=true", "--trainer.max_steps=3")
     trained = losses(tmp_path)
     assert len(trained) == 3 and all(math.isfinite(loss) for loss in trained)
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "expected"), [
+    (False, False, "32-true"), (True, False, "bf16-mixed"), (False, True, "bf16-mixed"), (True, True, "bf16-mixed"),
+])
+def test_auto_precision_on_the_cpu_follows_native_bf16(
+    monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool, expected: str
+) -> None:
+    from hallucinator.engine import load_config
+    from hallucinator.engine.train import resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    precision, reason = resolve_precision(load_config("configs/quickstart.yaml"))
+    assert precision == expected
+    assert reason.startswith(f"trainer.precision auto: {expected}, this CPU")
+    assert ("has native bf16" in reason) == (expected == "bf16-mixed")
+    # an explicit choice is kept whatever the CPU
+    explicit = load_config("configs/quickstart.yaml", ["--trainer.precision=32"])
+    assert resolve_precision(explicit) == ("32-true", "trainer.precision: 32-true (set in the config)")
+
+
+def test_auto_run_on_a_native_bf16_cpu_trains_in_bf16_and_says_why(
+    cifar10_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    pretrain(cifar10_archive, tmp_path, "cpu", "--trainer.max_steps=1")
+    assert "trainer.precision auto: bf16-mixed, this CPU" in caplog.text  # Lightning's INFO log, on stderr
+    assert "precision: bf16-mixed" in (tmp_path / "config.yaml").read_text()

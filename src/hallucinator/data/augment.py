@@ -47,6 +47,7 @@ __all__ = [
     "adjust_contrast",
     "adjust_hue",
     "adjust_saturation",
+    "avoids_host_sync",
     "gaussian_blur",
     "grayscale",
     "sample_beta",
@@ -55,6 +56,17 @@ __all__ = [
 
 # ITU-R 601-2 luma, the weights torchvision's rgb_to_grayscale uses.
 _LUMA = (0.2989, 0.587, 0.114)
+
+
+def avoids_host_sync(device: torch.device) -> bool:
+    """Whether ops on ``device`` avoid data-dependent shapes (``nonzero``, ``tolist``), which stall the host.
+
+    True on accelerators, where such a shape waits for the device to finish the work queued before
+    it; then :class:`ColorJitter` and the ``p``-applied ops transform the whole batch and select
+    per sample. On the CPU the subset form is cheaper and nothing waits. Both give the same views
+    from the same generator (``tests/data/test_augment_ops.py``).
+    """
+    return device.type != "cpu"
 
 
 def to_float(images: Tensor) -> Tensor:
@@ -204,6 +216,9 @@ class _RandomApply(nn.Module):
         params = self.sample(n, generator, images.device)
         if self.p >= 1.0:
             return self.transform(images, **params)
+        if avoids_host_sync(images.device):
+            # the subset's size would have to reach the host: transform all, keep the chosen
+            return torch.where(chosen.view(-1, 1, 1, 1), self.transform(images, **params), images)
         index = chosen.nonzero().squeeze(1)
         if index.numel() == 0:
             return images
@@ -313,6 +328,16 @@ class ColorJitter(_RandomApply):
         return {"order": order, "factors": torch.stack(factors, dim=1)}
 
     def transform(self, images: Tensor, order: Tensor, factors: Tensor) -> Tensor:
+        if avoids_host_sync(images.device):
+            # every op at every position on the whole batch, each sample keeping the one its order names
+            for position in range(4):
+                jittered = images
+                for op_index, op in enumerate(self.ops):
+                    if self.ranges[op_index] is not None:
+                        picked = (order[:, position] == op_index).view(-1, 1, 1, 1)
+                        jittered = torch.where(picked, op(images, factors[:, op_index]), jittered)
+                images = jittered
+            return images
         # Samples sharing an order (24 possible) are made contiguous so every op runs on slices of
         # one sorted copy: one gather in and one out instead of a gather and scatter per op and position.
         key = ((order[:, 0] * 4 + order[:, 1]) * 4 + order[:, 2]) * 4 + order[:, 3]

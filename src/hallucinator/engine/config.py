@@ -32,8 +32,8 @@ OPTIMIZERS = ("sgd", "lars")
 SCHEDULES = ("cosine", "step", "constant")
 EXTRAPOLATION_MODES = ("asymmetric", "symmetric")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-# "auto": bf16 autocast on a GPU that supports it, fp32 on CPU (see docs/training.md for
-# the CPU measurement behind that choice).
+# "auto": bf16 autocast on a GPU that supports it and on a CPU with native bf16 (AVX-512 BF16 / AMX),
+# fp32 elsewhere (engine.train.resolve_precision; measurements in docs/training.md).
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 PRECISION_ALIASES = {"32": "32-true", "fp32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed", "fp16": "16-mixed"}
 REFERENCE_BATCH_SIZE = 256

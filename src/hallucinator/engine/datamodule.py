@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from hallucinator.engine.config import Config, ConfigError, DataConfig
+from hallucinator.engine.device_data import on_device
 
 
 class StepBatches:
@@ -197,9 +198,9 @@ class PretrainDataModule(pl.LightningDataModule):
         subset = self.subset()
         return (len(self.load()) if subset is None else len(subset)) // self.config.data.batch_size
 
-    def train_dataloader(self) -> StepBatches:
+    def train_dataloader(self) -> Iterable[torch.Tensor]:
         trainer = self.trainer
-        return StepBatches(
+        batches = StepBatches(
             self.load(),
             self.config.data.batch_size,
             self.config.seed,
@@ -209,3 +210,4 @@ class PretrainDataModule(pl.LightningDataModule):
             subset=self.subset(),
             num_workers=streaming_workers(self.config.data, self.load()),
         )
+        return on_device(batches, trainer.strategy.root_device)  # on a GPU: resident or prefetched

@@ -22,6 +22,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from hallucinator.engine.callbacks import Checkpointing, Throughput
@@ -98,8 +99,19 @@ def check_accelerator(config: Config) -> None:
         raise ConfigError("trainer.accelerator: mps, but this machine has no Apple GPU; use --device cpu (or auto)")
 
 
-def resolve_precision(config: Config) -> str:
-    """``auto``: bf16 autocast on a GPU that supports it; fp32 on CPU (measured in docs/training.md)."""
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), where bf16 autocast pays off.
+
+    On AVX2 CPUs bf16 is emulated and a training step is ~15x slower (docs/training.md).
+    """
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(config: Config) -> tuple[str, str]:
+    """The precision to train in and why: ``auto`` is bf16 autocast on a bf16 GPU or a CPU with native bf16.
+
+    Returns ``(precision, reason)``; the reason is a short sentence for the run's log.
+    """
     precision = config.trainer.precision
     accelerator = config.trainer.accelerator
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
@@ -110,10 +122,18 @@ def resolve_precision(config: Config) -> str:
             "trainer.precision: 16-mixed (fp16 autocast) needs a GPU; on the CPU use bf16-mixed or 32-true"
         )
     if precision != "auto":
-        return precision
+        return precision, f"trainer.precision: {precision} (set in the config)"
     if gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
+        return "bf16-mixed", f"trainer.precision auto: bf16-mixed, the GPU ({torch.cuda.get_device_name()}) has bf16"
+    if on_cpu:
+        capability = torch.backends.cpu.get_cpu_capability()
+        if cpu_has_native_bf16():
+            return "bf16-mixed", f"trainer.precision auto: bf16-mixed, this CPU ({capability}) has native bf16 (AVX-512 BF16 / AMX)"
+        return "32-true", (
+            f"trainer.precision auto: 32-true, this CPU ({capability}) has no native bf16 (AVX-512 BF16 / AMX), "
+            "where bf16 is ~15x slower"
+        )
+    return "32-true", "trainer.precision auto: 32-true, this device has no bf16 support"
 
 
 def default_image_size(config: Config, dataset: object) -> int:
@@ -228,7 +248,8 @@ def pretrain(
         torch.set_num_threads(config.trainer.cpu_threads)
     # before the data: a missing device or a refused precision fails at once
     check_accelerator(config)
-    config.trainer.precision = resolve_precision(config)
+    config.trainer.precision, reason = resolve_precision(config)
+    rank_zero_info(reason)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = PretrainDataModule(config, dataset)
     data = datamodule.load()

@@ -109,9 +109,11 @@ class MoCo(SSLMethod):
     @torch.no_grad()
     def _enqueue(self, k: torch.Tensor) -> None:
         keys = distributed.all_gather_no_grad(k)
-        ptr = int(self.queue_ptr)
-        self.queue[ptr : ptr + keys.shape[0]] = keys
-        self.queue_ptr.fill_((ptr + keys.shape[0]) % self.queue.shape[0])
+        # the pointer stays on the device: reading it into Python would make the host wait for the GPU
+        size = self.queue.shape[0]
+        slots = (self.queue_ptr + torch.arange(keys.shape[0], device=self.queue_ptr.device)) % size
+        self.queue.index_copy_(0, slots, keys.to(self.queue.dtype))
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
     def _check_training_batch(self, batch: int) -> None:
         world = distributed.world_size()
