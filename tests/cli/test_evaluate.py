@@ -63,9 +63,11 @@ def test_knn_linear_metrics_and_report(run, tmp_path, capsys):
     assert fast["mode"] == "fast" and fast["epochs"] == 100 and fast["top1"] > 90
     assert fast["final_top1"] == fast["top1"] <= fast["best_top1"] and 1 <= fast["best_epoch"] <= 100
 
-    code, out, err = call(capsys, "linear", *args, "--epochs", "1", "--batch-size", "16")
+    code, out, err = call(capsys, "linear", *args, "--lr", "0.01")  # 100 epochs of one 48-image step each
     assert code == 0, err
-    assert last_json(out)["mode"] == "full"
+    full = last_json(out)
+    # augmented training (crops and flips keep brightness) still separates dark from bright
+    assert full["mode"] == "full" and full["epochs"] == 100 and full["top1"] > 90
 
     code, out, err = call(capsys, "metrics", *args, "--preset", "cifar10-simclr")
     assert code == 0, err
