@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-METHOD_NAMES = ("mocov1", "mocov2", "simclr", "simsiam")
+from hallucinator.methods import METHOD_NAMES
 OPTIMIZERS = ("sgd", "lars")
 SCHEDULES = ("cosine", "step", "constant")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -45,7 +45,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     method: str = "simclr"
-    """One of ``mocov1``, ``mocov2``, ``simclr``, ``simsiam``."""
+    """A name of ``hallucinator.methods.METHODS`` (e.g. ``simclr``, ``mocov2``, ``byol``, ``vicreg``)."""
     backbone: str = "resnet18"
     width: int = 64
     """Channels of the first ResNet stage (64 = the standard ResNet; 16 = a narrow one for CPUs)."""

@@ -50,6 +50,11 @@ def build_method(config: Config) -> SSLMethod:
     return method
 
 
+def preset_name(config: Config) -> str:
+    """``data.preset``, else ``<dataset>-<the method's augmentation style>`` (e.g. ``cifar10-simclr`` for BYOL)."""
+    return config.data.preset or f"{config.data.dataset}-{methods.METHODS[config.model.method].augmentation}"
+
+
 def build_augmentation(config: Config) -> nn.Module | None:
     """The two-view augmentation of ``config.data`` (``None`` for preset ``none``: both views = the image).
 
@@ -61,7 +66,7 @@ def build_augmentation(config: Config) -> nn.Module | None:
         return None
     from hallucinator.data import presets
 
-    name = data.preset or f"{data.dataset}-{config.model.method}"
+    name = preset_name(config)
     overrides = dict(data.augment)
     if not config.hallucinator.enabled:
         overrides.setdefault("center_crop_views", ())

@@ -25,7 +25,7 @@ from torch import nn
 from hallucinator.engine.callbacks import Checkpointing, Throughput
 from hallucinator.engine.config import Config, ConfigError, dump_config
 from hallucinator.engine.datamodule import PretrainDataModule
-from hallucinator.engine.module import PretrainModule
+from hallucinator.engine.module import PretrainModule, preset_name
 
 
 class TrainingDiverged(RuntimeError):
@@ -121,7 +121,7 @@ def default_image_size(config: Config, dataset: object) -> int:
         return int(images.shape[-1])
     from hallucinator.data import presets
 
-    return presets.recipe(config.data.preset or f"{config.data.dataset}-{config.model.method}").image_size
+    return presets.recipe(preset_name(config)).image_size
 
 
 def build_trainer(config: Config, callbacks: Sequence[pl.Callback], output_dir: Path) -> pl.Trainer:

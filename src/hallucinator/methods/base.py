@@ -1,4 +1,4 @@
-"""What the four methods share: input checks, projection heads and the two-loss average."""
+"""What the methods share: input checks, projection heads and the two-loss average."""
 
 from __future__ import annotations
 
@@ -63,6 +63,8 @@ class SSLMethod(nn.Module):
         self.num_features = num_features
         self.hallucination_weight = float(hallucination_weight)
         self.hallucinator: Hallucinator | None = None
+        # fraction of training done, in [0, 1]; a training loop sets it each step (momentum schedules read it)
+        self.progress = 0.0
 
     def _set_hallucinator(self, hallucinator: Hallucinator | bool | None, dim: int) -> None:
         """``True`` builds the paper's Hallucinator for ``dim`` features; a given one must match ``dim``."""
@@ -103,10 +105,21 @@ class SSLMethod(nn.Module):
         return features
 
     def _output(
-        self, loss_original: torch.Tensor, loss_hallucinated: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor
+        self,
+        loss_original: torch.Tensor,
+        loss_hallucinated: torch.Tensor | None,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The loss dict; ``pos_similarity`` is the mean cosine of the original positive pair ``(q, k)``."""
+        """The loss dict; ``pos_similarity`` is the mean cosine of the original positive pair ``(q, k)``.
+
+        ``features``: the backbone's features of ``view1``, returned detached as ``features`` (what an
+        online linear probe trains on, at no extra forward pass).
+        """
         out = {"loss_original": loss_original, "pos_similarity": F.cosine_similarity(q, k, dim=1).mean().detach()}
+        if features is not None:
+            out["features"] = features.detach()
         if loss_hallucinated is None:
             out["loss"] = loss_original
         else:

@@ -118,7 +118,8 @@ class MoCo(SSLMethod):
         if self.training:
             self._check_training_batch(view1.shape[0])
             self._momentum_update()
-        q = self.projector(self._features(self.backbone, view1))
+        features = self._features(self.backbone, view1)
+        q = self.projector(features)
         k = self._keys(view2)
         # a copy: the enqueue below must not modify the negatives autograd saved for backward
         queue = self.queue.clone()
@@ -128,7 +129,7 @@ class MoCo(SSLMethod):
             loss_hallucinated = info_nce(self.hallucinator(q, k), k, queue, self.temperature)
         if self.training:
             self._enqueue(k)
-        return self._output(loss_original, loss_hallucinated, q, k)
+        return self._output(loss_original, loss_hallucinated, q, k, features)
 
 
 def _head(in_dim: int, dim: int, use_mlp: bool) -> nn.Sequential:

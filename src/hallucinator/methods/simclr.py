@@ -50,10 +50,11 @@ class SimCLR(SSLMethod):
 
     def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
         self._check_views(view1, view2)
-        q = self.projector(self._features(self.backbone, view1))
+        features = self._features(self.backbone, view1)
+        q = self.projector(features)
         k = self.projector(self._features(self.backbone, view2))
         loss_original = nt_xent(q, k, self.temperature)
         loss_hallucinated = None
         if self.hallucinator is not None:
             loss_hallucinated = nt_xent(self.hallucinator(q, k), k, self.temperature)
-        return self._output(loss_original, loss_hallucinated, q, k)
+        return self._output(loss_original, loss_hallucinated, q, k, features)

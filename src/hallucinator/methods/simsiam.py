@@ -55,7 +55,8 @@ class SimSiam(SSLMethod):
 
     def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
         self._check_views(view1, view2)
-        z1 = self.projector(self._features(self.backbone, view1))
+        features = self._features(self.backbone, view1)
+        z1 = self.projector(features)
         z2 = self.projector(self._features(self.backbone, view2))
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss_original = (negative_cosine(p1, z2) + negative_cosine(p2, z1)) / 2
@@ -63,4 +64,4 @@ class SimSiam(SSLMethod):
         if self.hallucinator is not None:
             p1_hat, p2_hat = self.hallucinator(torch.cat([p1, p2]), torch.cat([p2, p1])).chunk(2)
             loss_hallucinated = (negative_cosine(p1_hat, z2) + negative_cosine(p2_hat, z1)) / 2
-        return self._output(loss_original, loss_hallucinated, torch.cat([p1, p2]), torch.cat([z2, z1]))
+        return self._output(loss_original, loss_hallucinated, torch.cat([p1, p2]), torch.cat([z2, z1]), features)
