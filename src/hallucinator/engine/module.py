@@ -156,6 +156,7 @@ class PretrainModule(pl.LightningModule):
         step = self.global_step
         weight = warmup_weight(self.config, step, self.steps_per_epoch, self.total_steps)
         self.method.hallucination_weight = weight
+        self.method.progress = step / max(1, self.total_steps)  # BYOL's / MoCo v3's momentum schedule
         view1, view2 = batch
         out = self.method(view1, view2)
         loss = out["loss"]
