@@ -64,3 +64,11 @@ def test_precision_parity_trains_both_precisions_and_compares_them(
     mtime = (tmp_path / "32_s0" / "checkpoints" / "last.ckpt").stat().st_mtime
     assert load_benchmark("precision_parity").main(arguments) == figures
     assert (tmp_path / "32_s0" / "checkpoints" / "last.ckpt").stat().st_mtime == mtime
+
+
+def test_online_linear_cost_times_both_arms(capsys: pytest.CaptureFixture[str]) -> None:
+    figures = load_benchmark("online_linear_cost").main(
+        ["--width", "4", "--batch", "8", "--size", "8", "--steps", "2", "--warmup", "0", "--threads", "1"]
+    )
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == figures
+    assert figures["step_ms_plain"] > 0 and figures["step_ms_probe"] > 0 and figures["threads"] == 1
