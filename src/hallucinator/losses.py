@@ -1,7 +1,8 @@
 """The frameworks' losses and the representation metrics of Wang & Isola (2020).
 
-Plain tensors in, scalar tensor out. Features are L2-normalised inside every function,
-so callers may pass raw projections.
+Plain tensors in, scalar tensor out. The contrastive and cosine losses L2-normalise the features
+inside, so callers may pass raw projections; Barlow Twins and VICReg work on the raw embeddings, as
+their papers do. Under DDP, every batch statistic is the global batch's.
 """
 
 from __future__ import annotations
