@@ -56,7 +56,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "pretrain",
         help="self-supervised pre-training from a YAML config",
-        description="Pre-train a backbone with MoCo v1/v2, SimCLR or SimSiam, with or without the Hallucinator.",
+        description="Pre-train a backbone with any method of hallucinator.methods.METHODS (MoCo v1/v2, SimCLR, SimSiam; "
+        "BYOL, Barlow Twins, VICReg, MoCo v3, NNCLR), with or without the Hallucinator.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -46,6 +46,7 @@ class RunSummary:
     knn_top1: float | None = None
     linear_top1: float | None = None
     linear_mode: str | None = None
+    online_linear_top1: float | None = None
     pos_similarity: float | None = None
     alignment: float | None = None
     uniformity: float | None = None
@@ -137,6 +138,7 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
         knn_top1=evaluation.get("knn", {}).get("top1", _last(metrics, "knn_top1")),
         linear_top1=linear.get("top1"),
         linear_mode=linear.get("mode"),
+        online_linear_top1=evaluation.get("online_linear", {}).get("top1"),
         pos_similarity=representation.get("pos_similarity", _last(metrics, "pos_similarity")),
         alignment=representation.get("alignment"),
         uniformity=representation.get("uniformity", _last(metrics, "uniformity")),
@@ -150,10 +152,11 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
 COLUMNS = (
     ("method", "method"), ("dataset", "dataset"), ("Hallucinator", "hallucinator"), ("warm-up", "warmup"),
     ("epochs", "epochs"), ("kNN top-1", "knn_top1"), ("linear top-1", "linear_top1"),
+    ("online linear top-1", "online_linear_top1"),
     ("pos. sim.", "pos_similarity"), ("alignment", "alignment"), ("uniformity", "uniformity"),
     ("G_2", "g2"), ("wall time", "wall_seconds"),
 )
-DIGITS = {"knn_top1": 2, "linear_top1": 2, "pos_similarity": 3, "alignment": 3, "uniformity": 3, "g2": 4}
+DIGITS = {"knn_top1": 2, "linear_top1": 2, "online_linear_top1": 2, "pos_similarity": 3, "alignment": 3, "uniformity": 3, "g2": 4}
 
 
 def _cell(attribute: str, values: list) -> str:
