@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from hallucinator.methods import METHOD_NAMES
+
 OPTIMIZERS = ("sgd", "lars")
 SCHEDULES = ("cosine", "step", "constant")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
