@@ -112,7 +112,8 @@ def profile_steps(args: argparse.Namespace) -> dict:
 
     def data() -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            view1, view2 = views_of(next(stream), generator=generator)
+            images, _ = next(stream)
+            view1, view2 = views_of(images, generator=generator)
         return view1.contiguous(memory_format=memory_format), view2.contiguous(memory_format=memory_format)
 
     def train_step() -> None:

@@ -96,3 +96,11 @@ def test_merged_kernel_time_counts_overlaps_once() -> None:
     merged = load_benchmark("data_path_profile")._merged_length
     assert merged([(0, 2), (1, 3), (5, 6), (5.5, 5.7)]) == pytest.approx(4.0)
     assert merged([]) == 0
+
+
+def test_online_linear_cost_times_both_arms(capsys: pytest.CaptureFixture[str]) -> None:
+    figures = load_benchmark("online_linear_cost").main(
+        ["--width", "4", "--batch", "8", "--size", "8", "--steps", "2", "--warmup", "0", "--threads", "1"]
+    )
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == figures
+    assert figures["step_ms_plain"] > 0 and figures["step_ms_probe"] > 0 and figures["threads"] == 1

@@ -1,7 +1,8 @@
 """The frameworks' losses and the representation metrics of Wang & Isola (2020).
 
-Plain tensors in, scalar tensor out. Features are L2-normalised inside every function,
-so callers may pass raw projections.
+Plain tensors in, scalar tensor out. The contrastive and cosine losses L2-normalise the features
+inside, so callers may pass raw projections; Barlow Twins and VICReg work on the raw embeddings, as
+their papers do. Under DDP, every batch statistic is the global batch's.
 """
 
 from __future__ import annotations
@@ -69,6 +70,91 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature:
     negatives = q @ queue.T
     logits = torch.cat([positive, negatives], dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+
+
+def in_batch_info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """InfoNCE with the (global) batch as negatives: ``anchors[i]`` against every row of ``positives``.
+
+    MoCo v3's ``ctr(q, k)`` (anchors = online predictions, positives = momentum keys) and
+    NNCLR's loss (anchors = support-set neighbours, positives = predictions). ``positives``
+    are gathered from all processes with gradient and the loss is the mean over this
+    process's anchors (positive of anchor ``i`` = global row ``rank * N + i``), so DDP's
+    gradient averaging gives the single-process gradient of the global batch.
+
+    Example:
+        >>> loss = in_batch_info_nce(torch.randn(8, 256), torch.randn(8, 256), temperature=0.2)
+    """
+    if anchors.shape != positives.shape or anchors.ndim != 2:
+        raise ValueError(
+            f"in_batch_info_nce needs anchors and positives of the same shape (N, D), got "
+            f"{tuple(anchors.shape)} and {tuple(positives.shape)}"
+        )
+    anchors = F.normalize(anchors, dim=1)
+    everything = distributed.gather_with_grad(F.normalize(positives, dim=1))
+    n = anchors.shape[0]
+    targets = torch.arange(n, device=anchors.device) + distributed.rank() * n
+    return F.cross_entropy(anchors @ everything.T / temperature, targets)
+
+
+def _standardize(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each feature to zero mean and unit (biased) variance over the batch: BatchNorm1d(affine=False) in training mode."""
+    return (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, unbiased=False) + eps)
+
+
+def _off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
+    return matrix - torch.diag_embed(torch.diagonal(matrix))
+
+
+def _global_pair(z1: torch.Tensor, z2: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z1``, ``z2`` of the global batch, gathered with gradient.
+
+    Every process then computes the same loss over the global batch; the gathered gradient is
+    summed over processes and DDP averages it, which is again the single-process gradient.
+    """
+    if z1.shape != z2.shape or z1.ndim != 2:
+        raise ValueError(f"{name} needs z1 and z2 of the same shape (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    z1, z2 = distributed.gather_with_grad(z1), distributed.gather_with_grad(z2)
+    if z1.shape[0] < 2:
+        raise ValueError(f"{name} needs batch statistics of at least 2 samples, got {z1.shape[0]}; use a batch size of at least 2")
+    return z1, z2
+
+
+def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051) -> torch.Tensor:
+    """Barlow Twins' redundancy reduction (Zbontar et al. 2021) over the global batch.
+
+    ``C = standardize(z1).T @ standardize(z2) / N``; loss ``sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2``.
+
+    Example:
+        >>> loss = barlow_twins(torch.randn(64, 2048), torch.randn(64, 2048), lambd=0.0051)
+    """
+    z1, z2 = _global_pair(z1, z2, "barlow_twins")
+    c = _standardize(z1).T @ _standardize(z2) / z1.shape[0]
+    return (1 - torch.diagonal(c)).pow(2).sum() + lambd * _off_diagonal(c).pow(2).sum()
+
+
+def vicreg(
+    z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0, cov_coeff: float = 1.0
+) -> torch.Tensor:
+    """VICReg (Bardes et al. 2022) over the global batch: invariance, variance and covariance terms.
+
+    Invariance: mean squared error of ``z1`` and ``z2``. Variance: mean over features of
+    ``relu(1 - sqrt(var + 1e-4))`` (unbiased variance), averaged over the two branches.
+    Covariance: sum of the squared off-diagonal covariances divided by the dimension, summed
+    over the two branches.
+
+    Example:
+        >>> loss = vicreg(torch.randn(64, 2048), torch.randn(64, 2048))
+    """
+    z1, z2 = _global_pair(z1, z2, "vicreg")
+    n, dim = z1.shape
+    invariance = F.mse_loss(z1, z2)
+    variance = torch.zeros((), dtype=z1.dtype, device=z1.device)
+    covariance = torch.zeros((), dtype=z1.dtype, device=z1.device)
+    for z in (z1, z2):
+        z = z - z.mean(dim=0)
+        variance = variance + F.relu(1 - torch.sqrt(z.var(dim=0) + 1e-4)).mean() / 2
+        covariance = covariance + _off_diagonal(z.T @ z / (n - 1)).pow(2).sum() / dim
+    return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

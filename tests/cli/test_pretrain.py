@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from pathlib import Path
 
@@ -31,6 +32,11 @@ SMALL_HEADS = {
     "mocov2": ["--model.hparams.queue_size=64"],
     "simclr": [],
     "simsiam": ["--model.hparams.dim=64", "--model.hparams.pred_hidden_dim=16"],
+    "byol": ["--model.hparams.hidden_dim=32", "--model.hparams.pred_hidden_dim=32"],
+    "barlowtwins": ["--model.hparams.dim=64", "--model.hparams.hidden_dim=64"],
+    "vicreg": ["--model.hparams.dim=64", "--model.hparams.hidden_dim=64"],
+    "mocov3": ["--model.hparams.hidden_dim=32", "--model.hparams.pred_hidden_dim=32"],
+    "nnclr": ["--model.hparams.hidden_dim=32", "--model.hparams.pred_hidden_dim=32", "--model.hparams.queue_size=64"],
 }
 
 
@@ -47,7 +53,7 @@ def pretrain(cifar10_archive: Path, run: Path, *extra: str) -> int:
 
 
 @pytest.mark.parametrize("hallucinator", [True, False], ids=["hal", "plain"])
-@pytest.mark.parametrize("method", ["mocov1", "mocov2", "simclr", "simsiam"])
+@pytest.mark.parametrize("method", sorted(SMALL_HEADS))
 def test_each_method(cifar10_archive: Path, tmp_path: Path, method: str, hallucinator: bool) -> None:
     extra = ["--model.method", method, *SMALL_HEADS[method], "--no-knn"]
     if not hallucinator:
@@ -68,6 +74,35 @@ def test_final_knn_is_printed(cifar10_archive: Path, tmp_path: Path, capsys: pyt
     out = capsys.readouterr().out
     assert "kNN evaluation: features of 200 bank and 200 test images ..." in out  # announced before the work
     assert out.index("kNN evaluation") < out.index("kNN top-1 on the cifar10 test set (first 200 images):")
+
+
+def test_online_linear_top1_on_the_test_set_goes_to_evaluation_json(
+    cifar10_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hallucinator.cli.pretrain as cli_pretrain
+
+    monitors = []
+
+    def small_monitor(config, limit=None):  # the whole-test-set path, on 200 images to stay fast
+        monitors.append(original(config, 200))
+        return monitors[-1]
+
+    original = cli_pretrain._knn_monitor
+    monkeypatch.setattr(cli_pretrain, "_knn_monitor", small_monitor)
+    assert pretrain(cifar10_archive, tmp_path) == 0
+    figures = json.loads((tmp_path / "evaluation.json").read_text())["online_linear"]
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    weights = checkpoint["online_linear"]["weights"]
+    backbone, _ = load_backbone(tmp_path / "checkpoints" / "last.ckpt")
+    monitor = monitors[-1]
+    with torch.no_grad():  # the probe's test top-1 recomputed from the checkpoint and the test images
+        features = backbone.eval()(monitor.transform(monitor.test_images))
+        predicted = (features @ weights["weight"].T + weights["bias"]).argmax(dim=1)
+    expected = 100 * (predicted == monitor.test_labels).float().mean().item()
+    assert figures["top1"] == pytest.approx(expected, abs=0.51)  # one of 200 images may flip (BatchNorm folding)
+    assert 0 <= figures["train_top1_last_epoch"] <= 100 and figures["dataset"] == "cifar10"
+    assert pretrain(cifar10_archive, tmp_path / "off", "--no-online-linear", "--no-knn") == 0
+    assert "online_linear" not in json.loads((tmp_path / "off" / "evaluation.json").read_text())
 
 
 def test_bad_value_names_the_key(cifar10_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -34,7 +34,7 @@ def test_override_syntax() -> None:
     ("override", "message"),
     [
         ("--optimizer.schedule=cosin", r"optimizer\.schedule: 'cosin' is not one of \['cosine', 'step', 'constant'\]"),
-        ("--model.method=byol", r"model\.method: 'byol' is not one of"),
+        ("--model.method=swav", r"model\.method: 'swav' is not one of"),
         ("--trainer.precision=bf17", r"trainer\.precision: 'bf17' is not one of"),
         ("--trainer.max_epochs=ten", r"trainer\.max_epochs: expected an integer"),
         ("--hallucinator.extrapolation=[0.5, 0.1]", r"hallucinator\.extrapolation: need beta1 <= beta2"),

@@ -23,17 +23,20 @@ SUBSET = torch.randperm(50, generator=torch.Generator().manual_seed(1))[:40]
 
 def _batches(step: int = 0, rank: int = 0, world_size: int = 1, subset: torch.Tensor | None = None) -> StepBatches:
     images = torch.randint(0, 256, (50, 3, 4, 4), dtype=torch.uint8)
-    dataset = ImageDataset(images, torch.zeros(50, dtype=torch.long), ["a"])
+    dataset = ImageDataset(images, torch.arange(50), [str(i) for i in range(50)])  # each label names its image
     return StepBatches(dataset, 8, seed=3, position=lambda: step, rank=rank, world_size=world_size, subset=subset)
 
 
-def _expected(batches: StepBatches, step: int) -> list[torch.Tensor]:
+def _expected(batches: StepBatches, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Independently: epoch ``e``'s order is randperm(N) seeded by seed * 1_000_003 + e (docs/training.md)."""
     epoch, start = divmod(step, len(batches))
     order = torch.randperm(batches.num_images, generator=torch.Generator().manual_seed(3 * 1_000_003 + epoch))
     local = batches.batch_size // batches.world_size
-    images = batches.dataset.images if batches.subset is None else batches.dataset.images[batches.subset]
-    return [images[order[n * 8 + batches.rank * local : n * 8 + (batches.rank + 1) * local]] for n in range(start, len(batches))]
+    images, labels = batches.dataset.images, batches.dataset.labels
+    if batches.subset is not None:
+        images, labels = images[batches.subset], labels[batches.subset]
+    slices = [order[n * 8 + batches.rank * local : n * 8 + (batches.rank + 1) * local] for n in range(start, len(batches))]
+    return [(images[index], labels[index]) for index in slices]
 
 
 @pytest.mark.parametrize(("step", "rank", "world_size", "subset"), [(0, 0, 1, None), (9, 0, 1, None), (2, 1, 2, SUBSET)])
@@ -43,7 +46,7 @@ def test_device_forms_yield_the_cpu_batches(form, step: int, rank: int, world_si
     got = list(form(batches, CPU))
     expected = _expected(batches, step)
     assert len(form(batches, CPU)) == len(batches) and len(got) == len(expected) > 0
-    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, expected))
 
 
 def test_resident_copy_holds_only_the_used_images() -> None:

@@ -1,4 +1,4 @@
-"""The registry, the shared SSLMethod contract for all four methods, and bad input."""
+"""The registry, the shared SSLMethod contract for all nine methods, and bad input."""
 
 from __future__ import annotations
 
@@ -13,17 +13,35 @@ SMALL = {
     "mocov2": {"dim": 8, "queue_size": 16, "shuffle_bn_splits": 2},
     "simclr": {"dim": 8},
     "simsiam": {"dim": 8, "pred_hidden_dim": 4},
+    "byol": {"dim": 8, "hidden_dim": 16, "pred_hidden_dim": 16},
+    "barlowtwins": {"dim": 8, "hidden_dim": 16},
+    "vicreg": {"dim": 8, "hidden_dim": 16},
+    "mocov3": {"dim": 8, "hidden_dim": 16, "pred_hidden_dim": 16},
+    "nnclr": {"dim": 8, "hidden_dim": 16, "pred_hidden_dim": 16, "queue_size": 16},
 }
 
 
 def test_registry_defaults_are_the_papers_cifar_hyper_parameters() -> None:
-    assert sorted(methods.METHODS) == ["mocov1", "mocov2", "simclr", "simsiam"]
+    assert sorted(methods.METHODS) == sorted(SMALL) == sorted(methods.METHOD_NAMES)
     v1, v2 = methods.METHODS["mocov1"].hparams, methods.METHODS["mocov2"].hparams
     for hparams in (v1, v2):
         assert (hparams["dim"], hparams["queue_size"], hparams["momentum"]) == (128, 65536, 0.999)
     assert (v1["temperature"], v1["mlp"], v2["temperature"], v2["mlp"]) == (0.07, False, 0.2, True)
     assert methods.METHODS["simsiam"].hparams["dim"] == 2048
     assert all(spec.hparams["hallucination_weight"] == 0.5 for spec in methods.METHODS.values())
+    # the public CIFAR recipes (solo-learn) of the five methods beyond the paper
+    byol, mocov3 = methods.METHODS["byol"].hparams, methods.METHODS["mocov3"].hparams
+    for hparams in (byol, mocov3):
+        assert (hparams["dim"], hparams["hidden_dim"], hparams["pred_hidden_dim"]) == (256, 4096, 4096)
+        assert (hparams["momentum"], hparams["final_momentum"]) == (0.99, 1.0)
+    assert mocov3["temperature"] == 0.2
+    bt, vic = methods.METHODS["barlowtwins"].hparams, methods.METHODS["vicreg"].hparams
+    assert (bt["dim"], bt["hidden_dim"], bt["proj_layers"], bt["lambd"], bt["scale_loss"]) == (2048, 2048, 3, 0.0051, 0.1)
+    assert (vic["dim"], vic["sim_coeff"], vic["std_coeff"], vic["cov_coeff"]) == (2048, 25.0, 25.0, 1.0)
+    nnclr = methods.METHODS["nnclr"].hparams
+    assert (nnclr["dim"], nnclr["hidden_dim"], nnclr["pred_hidden_dim"], nnclr["temperature"], nnclr["queue_size"]) == (
+        256, 2048, 4096, 0.2, 65536
+    )
 
 
 def test_build_picks_class_version_and_defaults(tiny_net) -> None:
@@ -36,8 +54,8 @@ def test_build_picks_class_version_and_defaults(tiny_net) -> None:
 
 
 def test_build_rejects_unknown_names_hparams_and_mismatched_hallucinators(tiny_net) -> None:
-    with pytest.raises(ValueError, match=r"choose one of \['mocov1', 'mocov2', 'simclr', 'simsiam'\]"):
-        methods.build("byol", tiny_net())
+    with pytest.raises(ValueError, match=r"choose one of \['barlowtwins', 'byol', 'mocov1', .*'vicreg'\]"):
+        methods.build("swav", tiny_net())
     with pytest.raises(ValueError, match=r"\['tau'\].*valid ones are .*'temperature'"):
         methods.build("simclr", tiny_net(), tau=0.1)
     with pytest.raises(ValueError, match="Hallucinator\\(dim=128"):
@@ -54,6 +72,8 @@ def test_forward_contract_with_and_without_the_hallucinator(name: str, tiny_net,
     assert {"loss", "loss_original", "loss_hallucinated", "pos_similarity", "hal_similarity"} <= set(out)
     for key in ("pos_similarity", "hal_similarity"):
         assert not out[key].requires_grad and -1 <= out[key].item() <= 1
+    # the backbone's features of view 1, detached: what the online linear probe trains on
+    assert out["features"].shape == (8, 6) and not out["features"].requires_grad
     torch.testing.assert_close(out["loss"], 0.5 * out["loss_original"] + 0.5 * out["loss_hallucinated"])
     out["loss"].backward()
     assert all(p.grad is not None for p in model.hallucinator.parameters())

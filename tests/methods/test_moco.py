@@ -111,3 +111,42 @@ def test_bad_queue_and_batch_sizes_say_what_to_change(tiny_net) -> None:
         MoCo(tiny_net(), queue_size=64, shuffle_bn_splits=8).train()(torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8))
     with pytest.raises(ValueError, match="version"):
         MoCo(tiny_net(), version=3)
+
+
+class _MoCoBeforeTheSharedHelpers(MoCo):
+    """MoCo's momentum update and enqueue as they were written before ``methods.memory`` (the old code path)."""
+
+    @torch.no_grad()
+    def _momentum_update(self) -> None:
+        online = [*self.backbone.parameters(), *self.projector.parameters()]
+        target = [*self.momentum_backbone.parameters(), *self.momentum_projector.parameters()]
+        for p_online, p_target in zip(online, target):
+            p_target.lerp_(p_online.detach(), 1.0 - self.momentum)
+
+    @torch.no_grad()
+    def _enqueue(self, k: torch.Tensor) -> None:
+        ptr = int(self.queue_ptr)
+        self.queue[ptr : ptr + k.shape[0]] = k
+        self.queue_ptr.fill_((ptr + k.shape[0]) % self.queue.shape[0])
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_moco_on_the_shared_momentum_and_queue_helpers_is_bit_identical_to_the_old_code(tiny_net, version: int) -> None:
+    runs = []
+    for cls in (MoCo, _MoCoBeforeTheSharedHelpers):
+        torch.manual_seed(0)
+        model = cls(tiny_net(batch_norm=True), version=version, dim=4, queue_size=32, momentum=0.9, shuffle_bn_splits=2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+        generator = torch.Generator().manual_seed(1)
+        losses = []
+        for _ in range(5):  # wraps the queue around once
+            out = model.train()(torch.randn(8, 3, 8, 8, generator=generator), torch.randn(8, 3, 8, 8, generator=generator))
+            optimizer.zero_grad()
+            out["loss"].backward()
+            optimizer.step()
+            losses.append(out["loss"].detach())
+        runs.append((torch.stack(losses), model.state_dict()))
+    (new_losses, new_state), (old_losses, old_state) = runs
+    assert torch.equal(new_losses, old_losses)
+    assert new_state.keys() == old_state.keys()
+    assert all(torch.equal(new_state[key], old_state[key]) for key in new_state), "state differs"

@@ -52,6 +52,10 @@ def _add_short_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last.ckpt")
     parser.add_argument("--no-knn", action="store_true", help="skip the final kNN evaluation on the test set")
     parser.add_argument(
+        "--no-online-linear", action="store_true",
+        help="no online linear probe during pre-training (trainer.online_linear=false)",
+    )
+    parser.add_argument(
         "--knn-limit", type=int, help="kNN on the first N train and test images only (quick checks; default: all)"
     )
 
@@ -60,7 +64,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "pretrain",
         help="self-supervised pre-training from a YAML config",
-        description="Pre-train a backbone with MoCo v1/v2, SimCLR or SimSiam, with or without the Hallucinator.",
+        description="Pre-train a backbone with any method of hallucinator.methods.METHODS (MoCo v1/v2, SimCLR, SimSiam; "
+        "BYOL, Barlow Twins, VICReg, MoCo v3, NNCLR), with or without the Hallucinator.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -84,6 +89,8 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
                 overrides.append(f"--{key}={value}")
         if source.no_hallucinator:
             overrides.append("--hallucinator.enabled=false")
+        if source.no_online_linear:
+            overrides.append("--trainer.online_linear=false")
     if late_args.knn_limit is not None:
         args.knn_limit = late_args.knn_limit
     for name in ("print_config", "resume", "no_knn"):
@@ -157,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         f"{result.images_per_second:.0f} image pairs/s; checkpoint {result.checkpoint}"
     )
     _record_training(result, resumed=args.resume)  # also when interrupted: a resume adds its time
+    _record_online_linear(config, result)
     if result.interrupted:
         print(f"interrupted by {result.interrupted}; continue with: hallucinator pretrain {args.config} "
               f"--output-dir {config.output_dir} --resume")
@@ -183,6 +191,21 @@ def _record_training(result: Any, resumed: bool) -> None:
     )
 
 
+def _record_online_linear(config: Any, result: Any, test_top1: float | None = None) -> None:
+    """The online linear probe's figures into ``RUN/evaluation.json``: its training top-1 over the last
+    epoch and, once the final kNN evaluation has the test features, its top-1 on the test set."""
+    probe = result.online_linear
+    if probe is None:
+        return
+    from hallucinator.evaluation.report import save_evaluation
+
+    figures = {"train_top1_last_epoch": probe.epoch_top1(), "dataset": config.data.dataset}
+    if test_top1 is not None:
+        figures["top1"] = test_top1
+        print(f"online linear top-1 on the {config.data.dataset} test set: {test_top1:.2f} %")
+    save_evaluation(result.output_dir, "online_linear", figures)
+
+
 def _pairs_per_second_over_segments(previous: dict[str, Any], result: Any) -> float:
     """Pairs/s of the whole run: total steps over the summed step time of the earlier and this segment.
 
@@ -202,7 +225,7 @@ def _final_knn(config: Any, result: Any, monitor: Any, limit: int | None) -> Non
     """kNN top-1 of the trained backbone on the whole test set (the monitor's last result when current)."""
     final_epoch = config.trainer.max_steps <= 0 and result.epoch >= config.trainer.max_epochs
     if monitor is not None and monitor.last is not None and final_epoch:
-        knn = monitor.last
+        knn, test_features = monitor.last, monitor.last_test_features
     else:
         monitor = monitor or _knn_monitor(config, limit)
         print(
@@ -211,7 +234,7 @@ def _final_knn(config: Any, result: Any, monitor: Any, limit: int | None) -> Non
             flush=True,
         )
         device = next(result.backbone.parameters()).device
-        knn, _ = monitor.evaluate(result.backbone, device, progress=config.trainer.progress_bar)
+        knn, test_features = monitor.evaluate(result.backbone, device, progress=config.trainer.progress_bar)
     images = f"first {limit}" if limit else "all"
     print(
         f"kNN top-1 on the {config.data.dataset} test set ({images} images): {knn.top1:.2f} % "
@@ -222,3 +245,5 @@ def _final_knn(config: Any, result: Any, monitor: Any, limit: int | None) -> Non
         from hallucinator.evaluation.report import save_evaluation
 
         save_evaluation(result.output_dir, "knn", {**knn.as_dict(), "dataset": config.data.dataset})
+        if result.online_linear is not None and test_features is not None:
+            _record_online_linear(config, result, result.online_linear.top1(test_features, monitor.test_labels))

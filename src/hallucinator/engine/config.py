@@ -27,7 +27,8 @@ from typing import Any
 
 import yaml
 
-METHOD_NAMES = ("mocov1", "mocov2", "simclr", "simsiam")
+from hallucinator.methods import METHOD_NAMES
+
 OPTIMIZERS = ("sgd", "lars")
 SCHEDULES = ("cosine", "step", "constant")
 EXTRAPOLATION_MODES = ("asymmetric", "symmetric")
@@ -46,7 +47,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     method: str = "simclr"
-    """One of ``mocov1``, ``mocov2``, ``simclr``, ``simsiam``."""
+    """A name of ``hallucinator.methods.METHODS`` (e.g. ``simclr``, ``mocov2``, ``byol``, ``vicreg``)."""
     backbone: str = "resnet18"
     width: int = 64
     """Channels of the first ResNet stage (64 = the standard ResNet; 16 = a narrow one for CPUs)."""
@@ -165,6 +166,12 @@ class TrainerConfig:
     """Also refresh ``last.ckpt`` every N steps (0: at the end of each epoch only)."""
     knn_every_n_epochs: int = 0
     """Run the kNN monitor (when one is passed to ``pretrain``) every N epochs; 0 = off."""
+    online_linear: bool = True
+    """Train a linear classifier on the detached backbone features of view 1 during pre-training, when the
+    dataset has labels (``train/online_linear_top1``; its test top-1 goes to ``evaluation.json``). It changes
+    neither the backbone's gradients nor any random stream; ``false`` (or ``--no-online-linear``) turns it off."""
+    online_linear_lr: float = 0.1
+    """The online classifier's own SGD learning rate (momentum 0.9, constant, outside the lr schedule)."""
     log_every_n_steps: int = 10
     progress_bar: bool = True
     cpu_threads: int | None = None
@@ -373,6 +380,7 @@ def validate(config: Config) -> None:
     for key in ("checkpoint_every_n_epochs", "last_every_n_steps", "knn_every_n_epochs"):
         _positive(f"trainer.{key}", getattr(t, key), allow_zero=True)
     _positive("trainer.log_every_n_steps", t.log_every_n_steps)
+    _positive("trainer.online_linear_lr", t.online_linear_lr)
     if t.cpu_threads is not None:
         _positive("trainer.cpu_threads", t.cpu_threads)
 

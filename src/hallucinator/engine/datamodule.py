@@ -17,7 +17,7 @@ from hallucinator.engine.device_data import on_device
 
 
 class StepBatches:
-    """uint8 image batches of epoch ``step // steps_per_epoch``, starting at the current step.
+    """``(uint8 images, labels)`` batches of epoch ``step // steps_per_epoch``, starting at the current step.
 
     The order of epoch ``e`` is ``randperm(N)`` seeded by ``(seed, e)``; global batch ``i``
     is ``order[i * B:(i + 1) * B]`` (the last partial batch is dropped) and process ``r`` of
@@ -29,7 +29,7 @@ class StepBatches:
 
     Example:
         >>> batches = StepBatches(dataset, batch_size=512, seed=0, position=lambda: trainer.global_step)
-        >>> images = next(iter(batches))  # (512, 3, 32, 32) uint8
+        >>> images, labels = next(iter(batches))  # (512, 3, 32, 32) uint8, (512,) int64 (-1: unlabelled)
     """
 
     def __init__(
@@ -68,15 +68,14 @@ class StepBatches:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.num_images, generator=generator)
 
-    def batch(self, epoch_order: torch.Tensor, number: int) -> torch.Tensor:
-        """This process's slice of global batch ``number`` of the epoch with ``epoch_order``."""
+    def batch(self, epoch_order: torch.Tensor, number: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's slice of global batch ``number`` of the epoch with ``epoch_order``: images and labels."""
         local = self.batch_size // self.world_size
         first = number * self.batch_size + self.rank * local
         index = epoch_order[first : first + local]
-        images, _ = self.dataset[index if self.subset is None else self.subset[index]]
-        return images
+        return self.dataset[index if self.subset is None else self.subset[index]]
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, start = divmod(self.position(), len(self))
         order = self.order(epoch)
         if self.num_workers == 0:
@@ -97,7 +96,7 @@ class _EpochBatches(Dataset):
     def __init__(self, batches: StepBatches, order: torch.Tensor) -> None:
         self.batches, self.order = batches, order
 
-    def __getitem__(self, number: int) -> torch.Tensor:
+    def __getitem__(self, number: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.batches.batch(self.order, number)
 
     def __len__(self) -> int:

@@ -16,7 +16,7 @@ Both GPU forms yield the very batches of the CPU form, in the same order (the or
 
 Example:
     >>> batches = on_device(StepBatches(dataset, 512, seed=0, position=lambda: trainer.global_step), device)
-    >>> images = next(iter(batches))  # (512, 3, 32, 32) uint8 on the GPU
+    >>> images, labels = next(iter(batches))  # (512, 3, 32, 32) uint8 and (512,) int64, on the GPU
 """
 
 from __future__ import annotations
@@ -34,25 +34,25 @@ RESIDENT_FRACTION = 0.25
 
 
 class ResidentBatches:
-    """The batches of ``batches`` gathered from a copy of its uint8 images in ``device`` memory.
+    """The batches of ``batches`` gathered from a copy of its uint8 images (and labels) in ``device`` memory.
 
     Example:
         >>> resident = ResidentBatches(step_batches, torch.device("cuda"))
-        >>> images = next(iter(resident))  # one index_select on the GPU
+        >>> images, labels = next(iter(resident))  # one index_select each on the GPU
     """
 
     def __init__(self, batches: StepBatches, device: torch.device) -> None:
         self.batches = batches
         self.device = device
-        images = batches.dataset.images
+        images, labels = batches.dataset.images, batches.dataset.labels
         if batches.subset is not None:  # data.limit: the epoch order permutes the subset's positions
-            images = images[batches.subset]
-        self.images = images.to(device, non_blocking=False) if images.device != device else images
+            images, labels = images[batches.subset], labels[batches.subset]
+        self.images, self.labels = images.to(device), labels.to(device)
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         b = self.batches
         epoch, start = divmod(b.position(), len(b))
         order = b.order(epoch)  # drawn on the CPU as StepBatches does: the same batches
@@ -62,33 +62,34 @@ class ResidentBatches:
         local = b.batch_size // b.world_size
         for number in range(start, len(b)):
             first = number * b.batch_size + b.rank * local
-            yield self.images.index_select(0, order[first : first + local])
+            index = order[first : first + local]
+            yield self.images.index_select(0, index), self.labels.index_select(0, index)
 
 
 class PinnedPrefetch:
     """CPU batches pinned and copied to ``device`` one batch ahead with ``non_blocking`` copies.
 
     Example:
-        >>> for images in PinnedPrefetch(step_batches, torch.device("cuda")):
-        ...     ...  # images already on the GPU; the next batch's copy is under way
+        >>> for images, labels in PinnedPrefetch(step_batches, torch.device("cuda")):
+        ...     ...  # already on the GPU; the next batch's copy is under way
     """
 
-    def __init__(self, batches: Iterable[torch.Tensor], device: torch.device) -> None:
+    def __init__(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> None:
         self.batches = batches
         self.device = device
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def _copy(self, images: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda" and not images.is_pinned():
-            images = images.pin_memory()
-        return images.to(self.device, non_blocking=True)
+    def _copy(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda" and not tensor.is_pinned():
+            tensor = tensor.pin_memory()
+        return tensor.to(self.device, non_blocking=True)
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         upcoming = None
-        for images in self.batches:
-            ready, upcoming = upcoming, self._copy(images)
+        for batch in self.batches:
+            ready, upcoming = upcoming, tuple(self._copy(tensor) for tensor in batch)
             if ready is not None:
                 yield ready
         if upcoming is not None:
@@ -103,11 +104,11 @@ def fits_on_device(images: torch.Tensor, device: torch.device, fraction: float =
     return images.numel() * images.element_size() <= fraction * free
 
 
-def on_device(batches: StepBatches, device: torch.device) -> Iterable[torch.Tensor]:
+def on_device(batches: StepBatches, device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """The fastest form of ``batches`` for training on ``device`` (see the module's docstring)."""
     if device.type != "cuda":
         return batches
     images = getattr(batches.dataset, "images", None)
-    if isinstance(images, torch.Tensor) and fits_on_device(images[: batches.num_images], device):
+    if isinstance(images, torch.Tensor) and fits_on_device(images, device):
         return ResidentBatches(batches, device)
     return PinnedPrefetch(batches, device)

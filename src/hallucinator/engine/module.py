@@ -12,6 +12,7 @@ from torch import nn
 from hallucinator import backbones, methods
 from hallucinator.engine.checkpoint import build_backbone
 from hallucinator.engine.config import Config, ConfigError, from_dict, to_dict
+from hallucinator.engine.online_linear import OnlineLinear
 from hallucinator.engine.optim import build_optimizer, lr_lambdas, warmup_weight
 from hallucinator.hallucinator import Hallucinator
 from hallucinator.methods.base import SSLMethod
@@ -52,6 +53,11 @@ def build_method(config: Config) -> SSLMethod:
     return method
 
 
+def preset_name(config: Config) -> str:
+    """``data.preset``, else ``<dataset>-<the method's augmentation style>`` (e.g. ``cifar10-simclr`` for BYOL)."""
+    return config.data.preset or f"{config.data.dataset}-{methods.METHODS[config.model.method].augmentation}"
+
+
 def build_augmentation(config: Config, plain_crops: bool = False) -> nn.Module | None:
     """The two-view augmentation of ``config.data`` (``None`` for preset ``none``: both views = the image).
 
@@ -64,7 +70,7 @@ def build_augmentation(config: Config, plain_crops: bool = False) -> nn.Module |
         return None
     from hallucinator.data import presets
 
-    name = data.preset or f"{data.dataset}-{config.model.method}"
+    name = preset_name(config)
     overrides = dict(data.augment)
     if plain_crops:
         overrides["center_crop_views"] = ()
@@ -77,7 +83,10 @@ def build_augmentation(config: Config, plain_crops: bool = False) -> nn.Module |
 
 
 class PretrainModule(pl.LightningModule):
-    """Self-supervised pre-training of one method: batches of uint8 images in, the method's loss out.
+    """Self-supervised pre-training of one method: batches of uint8 images (and labels) in, the method's loss out.
+
+    With ``num_classes`` >= 2 (a labelled dataset) and ``trainer.online_linear``, an
+    :class:`OnlineLinear` probe is trained on the detached view-1 features the method returns.
 
     The two views are made on the device after the batch is transferred, with a generator
     seeded from ``(seed, step, rank)``; the model's own randomness (the Hallucinator's
@@ -85,15 +94,15 @@ class PretrainModule(pl.LightningModule):
     exactly what the uninterrupted run would have drawn.
 
     Example:
-        >>> module = PretrainModule(load_config("configs/quickstart.yaml"), steps_per_epoch=97)
+        >>> module = PretrainModule(load_config("configs/quickstart.yaml"), steps_per_epoch=97, num_classes=10)
         >>> trainer = pl.Trainer(max_epochs=1)
         >>> trainer.fit(module, datamodule)
     """
 
-    def __init__(self, config: Config | dict[str, Any], steps_per_epoch: int) -> None:
+    def __init__(self, config: Config | dict[str, Any], steps_per_epoch: int, num_classes: int = 0) -> None:
         super().__init__()
         config = from_dict(config) if isinstance(config, dict) else config
-        self.save_hyperparameters({"config": to_dict(config), "steps_per_epoch": steps_per_epoch})
+        self.save_hyperparameters({"config": to_dict(config), "steps_per_epoch": steps_per_epoch, "num_classes": num_classes})
         self.config = config
         self.steps_per_epoch = steps_per_epoch
         self.method = build_method(config)
@@ -114,6 +123,11 @@ class PretrainModule(pl.LightningModule):
             self.method.to(memory_format=torch.channels_last)
         self.diverged: str | None = None
         self._generator: torch.Generator | None = None
+        probe = None
+        if config.trainer.online_linear and num_classes >= 2:
+            probe = OnlineLinear(self.method.num_features, num_classes, lr=config.trainer.online_linear_lr)
+        # outside the module tree on purpose: DDP must not manage it, and the state dict stays the method's
+        object.__setattr__(self, "online_linear", probe)
 
     @property
     def total_steps(self) -> int:
@@ -151,15 +165,17 @@ class PretrainModule(pl.LightningModule):
             return batch
         # model-side randomness, the same on every process (one lam per global batch)
         torch.manual_seed(step_seed(self.config.seed, self.global_step))
-        return self._views(batch)
+        images, labels = batch
+        return (*self._views(images), labels)
 
     # ---- optimisation
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         step = self.global_step
         weight = warmup_weight(self.config, step, self.steps_per_epoch, self.total_steps)
         self.method.hallucination_weight = weight
-        view1, view2 = batch
+        self.method.progress = step / max(1, self.total_steps)  # BYOL's / MoCo v3's momentum schedule
+        view1, view2, labels = batch
         out = self.method(view1, view2)
         loss = out["loss"]
         finite = bool(torch.isfinite(loss.detach()).all())
@@ -181,7 +197,15 @@ class PretrainModule(pl.LightningModule):
             self.log("train/hallucination_weight", weight, **log)
             self.log("train/hal_similarity", out["hal_similarity"], **log)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, **log)
+        if self.online_linear is not None and "features" in out:
+            probe_loss, top1 = self.online_linear.step(out["features"], labels)
+            self.log("train/online_linear_top1", top1, **log)
+            self.log("train/online_linear_loss", probe_loss, **log)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        if self.online_linear is not None:
+            self.online_linear.reset_epoch()
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.config, self.method)
@@ -192,6 +216,8 @@ class PretrainModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["method"] = self.config.model.method
+        if self.online_linear is not None:
+            checkpoint["online_linear"] = self.online_linear.state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get("method", self.config.model.method) != self.config.model.method:
@@ -199,3 +225,5 @@ class PretrainModule(pl.LightningModule):
                 f"model.method: the checkpoint was trained with {checkpoint['method']!r}, "
                 f"this config says {self.config.model.method!r}"
             )
+        if self.online_linear is not None and "online_linear" in checkpoint:  # absent in runs from before the probe
+            self.online_linear.load_state(checkpoint["online_linear"])

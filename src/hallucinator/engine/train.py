@@ -28,7 +28,8 @@ from torch import nn
 from hallucinator.engine.callbacks import Checkpointing, Throughput
 from hallucinator.engine.config import Config, ConfigError, dump_config
 from hallucinator.engine.datamodule import PretrainDataModule
-from hallucinator.engine.module import PretrainModule
+from hallucinator.engine.module import PretrainModule, preset_name
+from hallucinator.engine.online_linear import OnlineLinear
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,6 +52,8 @@ class PretrainResult:
     backbone: nn.Module
     global_rank: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    online_linear: OnlineLinear | None = None
+    """The online linear probe (``None`` when off or the dataset has no labels)."""
 
 
 class _SaveConfig(pl.Callback):
@@ -143,7 +146,15 @@ def default_image_size(config: Config, dataset: object) -> int:
         return int(images.shape[-1])
     from hallucinator.data import presets
 
-    return presets.recipe(config.data.preset or f"{config.data.dataset}-{config.model.method}").image_size
+    return presets.recipe(preset_name(config)).image_size
+
+
+def label_classes(dataset: object) -> int:
+    """Number of classes of a dataset with at least one label (>= 0), else 0: when the online probe can train."""
+    labels, classes = getattr(dataset, "labels", None), getattr(dataset, "classes", None) or []
+    if not isinstance(labels, torch.Tensor) or len(classes) < 2 or not bool((labels >= 0).any()):
+        return 0
+    return len(classes)
 
 
 def build_trainer(config: Config, callbacks: Sequence[pl.Callback], output_dir: Path) -> pl.Trainer:
@@ -258,7 +269,7 @@ def pretrain(
     steps_per_epoch = datamodule.steps_per_epoch()
     if steps_per_epoch < 1:
         raise ConfigError(f"data.batch_size: {config.data.batch_size} is larger than the dataset")
-    module = PretrainModule(config, steps_per_epoch)
+    module = PretrainModule(config, steps_per_epoch, num_classes=label_classes(data))
     throughput = Throughput()
     with quiet_lightning():
         trainer = build_trainer(config, [checkpoints, throughput, _SaveConfig(config, output_dir), *callbacks], output_dir)
@@ -288,4 +299,5 @@ def pretrain(
         backbone=module.method.backbone,
         global_rank=trainer.global_rank,
         metrics=metrics,
+        online_linear=module.online_linear,
     )

@@ -62,6 +62,7 @@ class KNNMonitor(pl.Callback):
         self.k, self.temperature = k, temperature
         self.batch_size, self.precision = batch_size, precision
         self.last: KNNResult | None = None
+        self.last_test_features: Tensor | None = None
 
     @classmethod
     def from_dataset(
@@ -117,6 +118,7 @@ class KNNMonitor(pl.Callback):
             return
         if trainer.global_rank == 0:
             self.last, test_features = self.evaluate(_module_backbone(pl_module), pl_module.device)
+            self.last_test_features = test_features  # the final evaluation reuses them (online linear probe)
             figures = {"knn_top1": self.last.top1, "knn_top5": self.last.top5}
             figures.update(uniformity_metrics(test_features))
             for name, value in figures.items():

@@ -50,6 +50,7 @@ class RunSummary:
     linear_best_top1: float | None = None
     """At the best test epoch (the figure the authors' code reports)."""
     linear_mode: str | None = None
+    online_linear_top1: float | None = None
     pos_similarity: float | None = None
     alignment: float | None = None
     uniformity: float | None = None
@@ -174,6 +175,7 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
         linear_top1=linear.get("top1"),
         linear_best_top1=linear.get("best_top1"),
         linear_mode=linear.get("mode"),
+        online_linear_top1=evaluation.get("online_linear", {}).get("top1"),
         pos_similarity=representation.get("pos_similarity", _last(metrics, "pos_similarity")),
         alignment=representation.get("alignment"),
         uniformity=representation.get("uniformity", _last(metrics, "uniformity")),
@@ -188,11 +190,14 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
 COLUMNS = (
     ("method", "method"), ("dataset", "dataset"), ("Hallucinator", "hallucinator"), ("warm-up", "warmup"),
     ("epochs", "epochs"), ("kNN top-1", "knn_top1"), ("linear top-1", "linear_top1"),
-    ("linear best top-1", "linear_best_top1"),
+    ("linear best top-1", "linear_best_top1"), ("online linear top-1", "online_linear_top1"),
     ("pos. sim.", "pos_similarity"), ("alignment", "alignment"), ("uniformity", "uniformity"),
     ("G_2", "g2"), ("wall time", "wall_seconds"),
 )
-DIGITS = {"knn_top1": 2, "linear_top1": 2, "linear_best_top1": 2, "pos_similarity": 3, "alignment": 3, "uniformity": 3, "g2": 4}
+DIGITS = {
+    "knn_top1": 2, "linear_top1": 2, "linear_best_top1": 2, "online_linear_top1": 2,
+    "pos_similarity": 3, "alignment": 3, "uniformity": 3, "g2": 4,
+}
 
 
 def _cell(attribute: str, values: list) -> str:

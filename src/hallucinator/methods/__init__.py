@@ -1,4 +1,4 @@
-"""The self-supervised methods and their registry.
+"""The self-supervised methods and their registry (the one list of method names the library has).
 
 Example:
     >>> from hallucinator import backbones, methods
@@ -14,41 +14,70 @@ from typing import Any
 from torch import nn
 
 from hallucinator.hallucinator import Hallucinator
+from hallucinator.methods.barlowtwins import BarlowTwins
 from hallucinator.methods.base import SSLMethod
+from hallucinator.methods.byol import BYOL
 from hallucinator.methods.moco import MoCo
+from hallucinator.methods.mocov3 import MoCoV3
+from hallucinator.methods.nnclr import NNCLR
 from hallucinator.methods.simclr import SimCLR
 from hallucinator.methods.simsiam import SimSiam
+from hallucinator.methods.vicreg import VICReg
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its class, fixed constructor arguments and default (paper CIFAR) hyper-parameters."""
+    """A registered method: its class, default (CIFAR) hyper-parameters, fixed constructor arguments and
+    the augmentation style of ``hallucinator.data.presets`` its recipe uses (``<dataset>-<augmentation>``)."""
 
     cls: type[SSLMethod]
     hparams: dict[str, Any]
     fixed: dict[str, Any] = field(default_factory=dict)
+    augmentation: str = "simclr"
 
 
 _MOCO_COMMON = {"dim": 128, "queue_size": 65536, "momentum": 0.999, "shuffle_bn_splits": 8, "hallucination_weight": 0.5}
 
 # METHOD.md section 4 (paper + public CIFAR configs); SimCLR's temperature and the SimSiam heads
 # are the original papers' CIFAR settings, which the Hallucinator paper keeps.
+# The five methods beyond the paper take the public CIFAR recipes (solo-learn) of their own papers'
+# heads and losses (docs/methods.md); their augmentations start from SimCLR's, as BYOL's did.
+_MOMENTUM = {"momentum": 0.99, "final_momentum": 1.0}
+_W = {"hallucination_weight": 0.5}
 METHODS: dict[str, MethodSpec] = {
-    "mocov1": MethodSpec(MoCo, {**_MOCO_COMMON, "temperature": 0.07, "mlp": False}, {"version": 1}),
-    "mocov2": MethodSpec(MoCo, {**_MOCO_COMMON, "temperature": 0.2, "mlp": True}, {"version": 2}),
+    "mocov1": MethodSpec(MoCo, {**_MOCO_COMMON, "temperature": 0.07, "mlp": False}, {"version": 1}, "mocov1"),
+    "mocov2": MethodSpec(MoCo, {**_MOCO_COMMON, "temperature": 0.2, "mlp": True}, {"version": 2}, "mocov2"),
     "simclr": MethodSpec(
         SimCLR,
-        {"dim": 128, "hidden_dim": None, "temperature": 0.5, "head_batchnorm": True, "loss_scale": 1.0, "hallucination_weight": 0.5},
+        {"dim": 128, "hidden_dim": None, "temperature": 0.5, "head_batchnorm": True, "loss_scale": 1.0, **_W},
+        augmentation="simclr",
     ),
-    "simsiam": MethodSpec(SimSiam, {"dim": 2048, "pred_hidden_dim": 512, "proj_layers": 2, "hallucination_weight": 0.5}),
+    "simsiam": MethodSpec(SimSiam, {"dim": 2048, "pred_hidden_dim": 512, "proj_layers": 2, **_W}, augmentation="simsiam"),
+    "byol": MethodSpec(BYOL, {"dim": 256, "hidden_dim": 4096, "pred_hidden_dim": 4096, **_MOMENTUM, **_W}),
+    "barlowtwins": MethodSpec(
+        BarlowTwins, {"dim": 2048, "hidden_dim": 2048, "proj_layers": 3, "lambd": 0.0051, "scale_loss": 0.1, **_W}
+    ),
+    "vicreg": MethodSpec(
+        VICReg,
+        {"dim": 2048, "hidden_dim": 2048, "proj_layers": 3, "sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0, **_W},
+    ),
+    "mocov3": MethodSpec(
+        MoCoV3, {"dim": 256, "hidden_dim": 4096, "pred_hidden_dim": 4096, "temperature": 0.2, **_MOMENTUM, **_W}
+    ),
+    "nnclr": MethodSpec(
+        NNCLR,
+        {"dim": 256, "hidden_dim": 2048, "pred_hidden_dim": 4096, "temperature": 0.2, "queue_size": 65536, **_W},
+    ),
 }
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 
 
 def build(name: str, backbone: nn.Module, hallucinator: Hallucinator | bool | None = True, **hparams: Any) -> SSLMethod:
     """Build a method by name with the paper's CIFAR hyper-parameters, overridden by ``hparams``.
 
     Args:
-        name: one of ``mocov1``, ``mocov2``, ``simclr``, ``simsiam``.
+        name: a key of :data:`METHODS` (``mocov1``, ``mocov2``, ``simclr``, ``simsiam``, ``byol``,
+            ``barlowtwins``, ``vicreg``, ``mocov3``, ``nnclr``).
         backbone: any module with a ``num_features`` attribute (e.g. from ``hallucinator.backbones.build``).
         hallucinator: ``True`` for the paper's Hallucinator, ``False`` for the plain method, or a configured one.
         **hparams: overrides of ``METHODS[name].hparams``.
@@ -62,4 +91,18 @@ def build(name: str, backbone: nn.Module, hallucinator: Hallucinator | bool | No
     return spec.cls(backbone, hallucinator=hallucinator, **spec.fixed, **{**spec.hparams, **hparams})
 
 
-__all__ = ["METHODS", "MethodSpec", "MoCo", "SSLMethod", "SimCLR", "SimSiam", "build"]
+__all__ = [
+    "BYOL",
+    "METHODS",
+    "METHOD_NAMES",
+    "NNCLR",
+    "BarlowTwins",
+    "MethodSpec",
+    "MoCo",
+    "MoCoV3",
+    "SSLMethod",
+    "SimCLR",
+    "SimSiam",
+    "VICReg",
+    "build",
+]

@@ -1,4 +1,4 @@
-"""What the four methods share: input checks, projection heads and the two-loss average."""
+"""What the methods share: input checks, projection heads and the two-loss average."""
 
 from __future__ import annotations
 
@@ -63,6 +63,8 @@ class SSLMethod(nn.Module):
         self.num_features = num_features
         self.hallucination_weight = float(hallucination_weight)
         self.hallucinator: Hallucinator | None = None
+        # fraction of training done, in [0, 1]; a training loop sets it each step (momentum schedules read it)
+        self.progress = 0.0
 
     def _set_hallucinator(self, hallucinator: Hallucinator | bool | None, dim: int) -> None:
         """``True`` builds the paper's Hallucinator for ``dim`` features; a given one must match ``dim``."""
@@ -93,6 +95,14 @@ class SSLMethod(nn.Module):
                 "(drop_last=True avoids a short last batch)"
             )
 
+    def _require_asymmetric(self) -> None:
+        """Methods that score predictions against stop-gradient targets cannot move the target apart."""
+        if self.hallucinator is not None and self.hallucinator.extrapolation_mode != "asymmetric":
+            raise ValueError(
+                f"{type(self).__name__} scores its predictions against stop-gradient targets, so a symmetric "
+                "extrapolation would move nothing the loss sees; use extrapolation_mode='asymmetric'"
+            )
+
     def _features(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
         features = encoder(images)
         if features.ndim != 2 or features.shape[1] != self.num_features:
@@ -109,12 +119,20 @@ class SSLMethod(nn.Module):
         q: torch.Tensor,
         k: torch.Tensor,
         hallucinated: tuple[torch.Tensor, torch.Tensor] | None = None,
+        *,
+        features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The loss dict; ``pos_similarity`` is the mean cosine of the original positive pair ``(q, k)``,
-        ``hal_similarity`` that of the ``hallucinated`` pair the hallucinated loss scores (Fig. 4)."""
+        ``hal_similarity`` that of the ``hallucinated`` pair the hallucinated loss scores (Fig. 4).
+
+        ``features``: the backbone's features of ``view1``, returned detached as ``features`` (what an
+        online linear probe trains on, at no extra forward pass).
+        """
         out = {"loss_original": loss_original, "pos_similarity": _mean_cosine(q, k)}
         if hallucinated is not None:
             out["hal_similarity"] = _mean_cosine(*hallucinated)
+        if features is not None:
+            out["features"] = features.detach()
         if loss_hallucinated is None:
             out["loss"] = loss_original
         else:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,6 +10,7 @@ from hallucinator import distributed
 from hallucinator.hallucinator import Hallucinator
 from hallucinator.losses import info_nce
 from hallucinator.methods.base import SSLMethod, mlp
+from hallucinator.methods.memory import check_queue_batch, ema_update, enqueue, momentum_copy
 
 
 class MoCo(SSLMethod):
@@ -76,18 +75,14 @@ class MoCo(SSLMethod):
         use_mlp = (version == 2) if mlp is None else mlp
         # MoCo v2's head is fc-ReLU-fc with the hidden width of the backbone's features, no BatchNorm
         self.projector = _head(self.num_features, dim, use_mlp)
-        self.momentum_backbone = copy.deepcopy(backbone).requires_grad_(False)
-        self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.momentum_backbone = momentum_copy(backbone)
+        self.momentum_projector = momentum_copy(self.projector)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self._set_hallucinator(hallucinator, dim)
 
-    @torch.no_grad()
     def _momentum_update(self) -> None:
-        online = [*self.backbone.parameters(), *self.projector.parameters()]
-        target = [*self.momentum_backbone.parameters(), *self.momentum_projector.parameters()]
-        for p_online, p_target in zip(online, target):
-            p_target.lerp_(p_online.detach(), 1.0 - self.momentum)
+        ema_update([self.backbone, self.projector], [self.momentum_backbone, self.momentum_projector], self.momentum)
 
     def _key_encoder(self, images: torch.Tensor) -> torch.Tensor:
         return self.momentum_projector(self._features(self.momentum_backbone, images))
@@ -106,26 +101,12 @@ class MoCo(SSLMethod):
             k = k[torch.argsort(permutation)]
         return F.normalize(distributed.batch_unshuffle(k, unshuffle), dim=1)
 
-    @torch.no_grad()
     def _enqueue(self, k: torch.Tensor) -> None:
-        keys = distributed.all_gather_no_grad(k)
-        # the pointer stays on the device: reading it into Python would make the host wait for the GPU
-        size = self.queue.shape[0]
-        slots = (self.queue_ptr + torch.arange(keys.shape[0], device=self.queue_ptr.device)) % size
-        self.queue.index_copy_(0, slots, keys.to(self.queue.dtype))
-        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
+        enqueue(self.queue, self.queue_ptr, k)
 
     def _check_training_batch(self, batch: int) -> None:
-        world = distributed.world_size()
-        global_batch = batch * world
-        queue_size = self.queue.shape[0]
-        if queue_size % global_batch:
-            raise ValueError(
-                f"queue_size={queue_size} is not a multiple of the global batch size {global_batch} "
-                f"({batch} per process x {world} processes); use a batch size that divides {queue_size} "
-                f"(e.g. a power of 2, with drop_last=True) or set queue_size to a multiple of {global_batch}"
-            )
-        splits = self.shuffle_bn_splits if world == 1 else 1
+        check_queue_batch(self.queue.shape[0], batch)
+        splits = self.shuffle_bn_splits if distributed.world_size() == 1 else 1
         if batch < 2 * splits:
             raise ValueError(
                 f"a batch of {batch} cannot be split into shuffle_bn_splits={splits} BatchNorm groups of at least 2 "
@@ -137,7 +118,8 @@ class MoCo(SSLMethod):
         if self.training:
             self._check_training_batch(view1.shape[0])
             self._momentum_update()
-        q = self.projector(self._features(self.backbone, view1))
+        features = self._features(self.backbone, view1)
+        q = self.projector(features)
         k = self._keys(view2)
         # a copy: the enqueue below must not modify the negatives autograd saved for backward
         queue = self.queue.clone()
@@ -148,7 +130,7 @@ class MoCo(SSLMethod):
             loss_hallucinated = info_nce(*hallucinated, queue, self.temperature)
         if self.training:
             self._enqueue(k)
-        return self._output(loss_original, loss_hallucinated, q, k, hallucinated)
+        return self._output(loss_original, loss_hallucinated, q, k, hallucinated, features=features)
 
 
 def _head(in_dim: int, dim: int, use_mlp: bool) -> nn.Sequential:

@@ -60,11 +60,12 @@ class SimCLR(SSLMethod):
 
     def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
         self._check_views(view1, view2)
-        q = self.projector(self._features(self.backbone, view1))
+        features = self._features(self.backbone, view1)
+        q = self.projector(features)
         k = self.projector(self._features(self.backbone, view2))
         loss_original = self.loss_scale * nt_xent(q, k, self.temperature)
         loss_hallucinated = hallucinated = None
         if self.hallucinator is not None:
             hallucinated = self.hallucinator.pair(q, k)
             loss_hallucinated = self.loss_scale * nt_xent(*hallucinated, self.temperature)
-        return self._output(loss_original, loss_hallucinated, q, k, hallucinated)
+        return self._output(loss_original, loss_hallucinated, q, k, hallucinated, features=features)

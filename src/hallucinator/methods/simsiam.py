@@ -55,20 +55,17 @@ class SimSiam(SSLMethod):
 
     def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
         self._check_views(view1, view2)
-        z1 = self.projector(self._features(self.backbone, view1))
+        features = self._features(self.backbone, view1)
+        z1 = self.projector(features)
         z2 = self.projector(self._features(self.backbone, view2))
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss_original = (negative_cosine(p1, z2) + negative_cosine(p2, z1)) / 2
         loss_hallucinated = hallucinated = None
         targets = torch.cat([z2, z1])
         if self.hallucinator is not None:
-            if self.hallucinator.extrapolation_mode != "asymmetric":
-                raise ValueError(
-                    "SimSiam scores its predictions against stop-gradient targets, so a symmetric extrapolation "
-                    "would move nothing the loss sees; use extrapolation_mode='asymmetric'"
-                )
+            self._require_asymmetric()
             p_hat = self.hallucinator(torch.cat([p1, p2]), torch.cat([p2, p1]))
             p1_hat, p2_hat = p_hat.chunk(2)
             loss_hallucinated = (negative_cosine(p1_hat, z2) + negative_cosine(p2_hat, z1)) / 2
             hallucinated = (p_hat, targets)
-        return self._output(loss_original, loss_hallucinated, torch.cat([p1, p2]), targets, hallucinated)
+        return self._output(loss_original, loss_hallucinated, torch.cat([p1, p2]), targets, hallucinated, features=features)

@@ -1,0 +1,66 @@
+"""What the methods with a memory share: momentum (EMA) encoders and queues of past features.
+
+Example:
+    >>> target = momentum_copy(projector)                       # frozen copy, no gradient
+    >>> ema_update([projector], [target], cosine_momentum(0.99, progress=0.3))
+    >>> enqueue(queue, queue_ptr, keys)                           # a (K, D) ring buffer, keys of all processes
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from hallucinator import distributed
+
+
+def momentum_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` that takes no gradient: the start of a momentum (target) encoder."""
+    return copy.deepcopy(module).requires_grad_(False)
+
+
+@torch.no_grad()
+def ema_update(online: Sequence[nn.Module], target: Sequence[nn.Module], momentum: float) -> None:
+    """``target = momentum * target + (1 - momentum) * online``, parameter by parameter (buffers are not averaged)."""
+    online_params = [p for module in online for p in module.parameters()]
+    target_params = [p for module in target for p in module.parameters()]
+    for p_online, p_target in zip(online_params, target_params):
+        p_target.lerp_(p_online.detach(), 1.0 - momentum)
+
+
+def cosine_momentum(base: float, progress: float, final: float = 1.0) -> float:
+    """BYOL's schedule: ``final - (final - base) * (cos(pi * progress) + 1) / 2``, ``progress`` in [0, 1].
+
+    Example:
+        >>> cosine_momentum(0.99, 0.0), cosine_momentum(0.99, 1.0)
+        (0.99, 1.0)
+    """
+    progress = min(max(progress, 0.0), 1.0)
+    return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+def check_queue_batch(queue_size: int, batch: int) -> None:
+    """The global batch must divide the queue, so every enqueue writes one contiguous block."""
+    world = distributed.world_size()
+    global_batch = batch * world
+    if queue_size % global_batch:
+        raise ValueError(
+            f"queue_size={queue_size} is not a multiple of the global batch size {global_batch} "
+            f"({batch} per process x {world} processes); use a batch size that divides {queue_size} "
+            f"(e.g. a power of 2, with drop_last=True) or set queue_size to a multiple of {global_batch}"
+        )
+
+
+@torch.no_grad()
+def enqueue(queue: torch.Tensor, queue_ptr: torch.Tensor, features: torch.Tensor) -> None:
+    """Write the features of all processes into the ring buffer ``queue`` at ``queue_ptr`` and advance it."""
+    features = distributed.all_gather_no_grad(features)
+    # the pointer stays on the device: reading it into Python would make the host wait for the GPU
+    size = queue.shape[0]
+    slots = (queue_ptr + torch.arange(features.shape[0], device=queue_ptr.device)) % size
+    queue.index_copy_(0, slots, features.to(queue.dtype))
+    queue_ptr.copy_((queue_ptr + features.shape[0]) % size)
