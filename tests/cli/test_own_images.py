@@ -121,3 +121,17 @@ def test_a_labeled_folder_over_the_budget_streams_and_holds_out_a_knn_split(phot
     assert "(pretrain): 16 images, 2 classes; streaming from the files, decoded in DataLoader workers" in out
     assert "decoding in 2 DataLoader workers" in out
     assert "kNN top-1 on the imagefolder test set (all images):" in out  # on the 4 held-out images
+
+
+def test_embed_checks_its_output_before_any_work(tmp_path, capsys) -> None:
+    # the checkpoint does not even exist: the output is refused first, in one line
+    embed = ["embed", str(tmp_path / "missing.ckpt"), "--data-dir", str(tmp_path)]
+    assert main([*embed, "--output", str(tmp_path / "e.csv")]) == 2
+    assert capsys.readouterr().err == f"hallucinator embed: --output {tmp_path / 'e.csv'}: the file must end in .npz or .parquet\n"
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        assert main([*embed, "--output", str(tmp_path / "e.parquet")]) == 2
+        assert "pip install 'hallucinator[parquet]'" in capsys.readouterr().err
+    assert main([*embed, "--output", str(tmp_path / "e.npz")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err

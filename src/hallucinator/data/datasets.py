@@ -123,8 +123,8 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
         DatasetInfo(
             "imagefolder", None, None, _IMAGENET_MEAN, _IMAGENET_STD, False,
-            "ROOT = a directory or .tar/.tar.gz archive with train/<class>/* and test/<class>/* (or val/), "
-            "optionally unlabeled/*",
+            "ROOT = a folder of your own images in any layout (docs/data.md, 'Your own images'), or a .tar/.tar.gz "
+            "archive with train/<class>/* and test/<class>/* (or val/), optionally unlabeled/*",
         ),
     )
 }
@@ -133,7 +133,8 @@ DATASETS: dict[str, DatasetInfo] = {
 def _missing(info: DatasetInfo, root: Path, reason: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"{info.name} not found at {root} ({reason}). Put the files here: {info.files}. "
-        "With internet access, download=True fetches the torchvision-downloadable datasets (CIFAR, STL-10)."
+        "With internet access, --data.download=true (download=True) fetches the torchvision-downloadable datasets "
+        "(CIFAR, STL-10)."
     )
 
 
