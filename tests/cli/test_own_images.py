@@ -135,3 +135,20 @@ def test_embed_checks_its_output_before_any_work(tmp_path, capsys) -> None:
         assert "pip install 'hallucinator[parquet]'" in capsys.readouterr().err
     assert main([*embed, "--output", str(tmp_path / "e.npz")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_an_archive_without_test_split_keeps_the_training_and_says_why_knn_did_not_run(photos, tmp_path, capsys) -> None:
+    import tarfile
+
+    root, exact = photos
+    archive = tmp_path / "labeled.tar"
+    with tarfile.open(archive, "w") as tar:
+        for n, name in enumerate(sorted(exact)):
+            tar.add(root / name, arcname=f"train/class{n % 2}/{n}.png")
+    code = main(["pretrain", "configs/base/small.yaml", "--dataset=imagefolder", "--data-dir", str(archive),
+                 "--output-dir", str(tmp_path / "run"), "--data.cache_dir", str(tmp_path / "cache"), *TINY,
+                 "--trainer.knn_every_n_epochs=0"])
+    assert code == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after Lightning's own INFO lines
+    assert last.startswith("hallucinator pretrain: final kNN not run: archive") and "has no test images" in last
+    assert "--no-knn" in last and (tmp_path / "run/checkpoints/last.ckpt").is_file()
