@@ -121,3 +121,34 @@ def test_a_labeled_folder_over_the_budget_streams_and_holds_out_a_knn_split(phot
     assert "(pretrain): 16 images, 2 classes; streaming from the files, decoded in DataLoader workers" in out
     assert "decoding in 2 DataLoader workers" in out
     assert "kNN top-1 on the imagefolder test set (all images):" in out  # on the 4 held-out images
+
+
+def test_embed_checks_its_output_before_any_work(tmp_path, capsys) -> None:
+    # the checkpoint does not even exist: the output is refused first, in one line
+    embed = ["embed", str(tmp_path / "missing.ckpt"), "--data-dir", str(tmp_path)]
+    assert main([*embed, "--output", str(tmp_path / "e.csv")]) == 2
+    assert capsys.readouterr().err == f"hallucinator embed: --output {tmp_path / 'e.csv'}: the file must end in .npz or .parquet\n"
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        assert main([*embed, "--output", str(tmp_path / "e.parquet")]) == 2
+        assert "pip install 'hallucinator[parquet]'" in capsys.readouterr().err
+    assert main([*embed, "--output", str(tmp_path / "e.npz")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_an_archive_without_test_split_keeps_the_training_and_says_why_knn_did_not_run(photos, tmp_path, capsys) -> None:
+    import tarfile
+
+    root, exact = photos
+    archive = tmp_path / "labeled.tar"
+    with tarfile.open(archive, "w") as tar:
+        for n, name in enumerate(sorted(exact)):
+            tar.add(root / name, arcname=f"train/class{n % 2}/{n}.png")
+    code = main(["pretrain", "configs/base/small.yaml", "--dataset=imagefolder", "--data-dir", str(archive),
+                 "--output-dir", str(tmp_path / "run"), "--data.cache_dir", str(tmp_path / "cache"), *TINY,
+                 "--trainer.knn_every_n_epochs=0"])
+    assert code == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after Lightning's own INFO lines
+    assert last.startswith("hallucinator pretrain: final kNN not run: archive") and "has no test images" in last
+    assert "--no-knn" in last and (tmp_path / "run/checkpoints/last.ckpt").is_file()

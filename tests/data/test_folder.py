@@ -113,6 +113,21 @@ def test_default_size_keeps_small_square_sets_and_shrinks_the_rest() -> None:
     assert choose_image_size([[50, 40]], 16) == (16, "16 x 16 (data.image_size)")
 
 
+def test_exif_orientation_is_applied_by_both_decoders(tmp_path) -> None:
+    from hallucinator.data import datasets as D
+
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40 wide x 20 high, shown rotated 90 degrees clockwise
+    Image.fromarray(_pixels(0, 20, 40)).save(path, exif=exif, quality=95)
+    upright = np.asarray(Image.open(path).convert("RGB").transpose(Image.Transpose.ROTATE_270))
+    decoded = D.decode_image(path.read_bytes(), path.name)
+    assert decoded.shape == (40, 20, 3) and np.array_equal(decoded, upright)
+    streamed = D._read_file(str(path), 20).astype(np.int64)  # torchvision.io, as streamed datasets decode
+    cached = D.decode_image(path.read_bytes(), path.name, 20).astype(np.int64)
+    assert streamed.shape == cached.shape == (20, 20, 3) and np.abs(streamed - cached).mean() < 8
+
+
 # ---- layouts: unlabeled, nested, labeled, held out
 
 

@@ -38,11 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hallucinator.evaluation.embed import embed_folder, save_embeddings
+    from hallucinator.evaluation.embed import check_output, embed_folder, save_embeddings
 
     try:
-        if not args.output.lower().endswith((".npz", ".parquet")):
-            raise ValueError(f"--output {args.output}: the file must end in .npz or .parquet")
+        check_output(args.output)  # before the work, not after it
         result = embed_folder(
             args.checkpoint,
             args.data_dir,

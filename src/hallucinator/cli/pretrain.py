@@ -170,7 +170,12 @@ def run(args: argparse.Namespace) -> int:
               f"--output-dir {config.output_dir} --resume")
         return 128 + signal.Signals[result.interrupted].value
     if not args.no_knn:
-        _final_knn(config, result, monitor, args.knn_limit)
+        try:
+            _final_knn(config, result, monitor, args.knn_limit)
+        except (FileNotFoundError, ValueError) as error:  # e.g. an archive without test/: the training is kept
+            print(f"hallucinator pretrain: final kNN not run: {error}; the checkpoint is saved "
+                  f"({result.checkpoint}), rerun with --no-knn to skip it", file=sys.stderr)
+            return 2
     return 0
 
 

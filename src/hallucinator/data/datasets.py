@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from hallucinator.data import cache
@@ -123,8 +123,8 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
         DatasetInfo(
             "imagefolder", None, None, _IMAGENET_MEAN, _IMAGENET_STD, False,
-            "ROOT = a directory or .tar/.tar.gz archive with train/<class>/* and test/<class>/* (or val/), "
-            "optionally unlabeled/*",
+            "ROOT = a folder of your own images in any layout (docs/data.md, 'Your own images'), or a .tar/.tar.gz "
+            "archive with train/<class>/* and test/<class>/* (or val/), optionally unlabeled/*",
         ),
     )
 }
@@ -133,7 +133,8 @@ DATASETS: dict[str, DatasetInfo] = {
 def _missing(info: DatasetInfo, root: Path, reason: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"{info.name} not found at {root} ({reason}). Put the files here: {info.files}. "
-        "With internet access, download=True fetches the torchvision-downloadable datasets (CIFAR, STL-10)."
+        "With internet access, --data.download=true (download=True) fetches the torchvision-downloadable datasets "
+        "(CIFAR, STL-10)."
     )
 
 
@@ -289,10 +290,12 @@ def decode_image(data: bytes, name: str, size: int | None = None) -> np.ndarray:
     """Decodes image bytes to RGB uint8 ``(H, W, 3)``, resized by :func:`_fit` when ``size`` is set.
 
     Any mode is converted to RGB (palette with transparency via RGBA; alpha is dropped; 16-bit
-    values divided by 257). A file PIL cannot decode raises ``ValueError`` naming ``name``.
+    values divided by 257); an EXIF orientation is applied first. A file PIL cannot decode raises ``ValueError`` naming ``name``.
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+                image = ImageOps.exif_transpose(image)  # phone photos: upright, as image viewers show them
             if image.mode.startswith("I"):
                 image = _scale_16_bit(image)
             if image.mode == "P":
@@ -312,7 +315,7 @@ def _read_file(path: str, size: int) -> np.ndarray:
 
     if path.lower().endswith((".jpg", ".jpeg", ".png")):
         try:
-            image = tvio.decode_image(tvio.read_file(path), mode=tvio.ImageReadMode.RGB)
+            image = tvio.decode_image(tvio.read_file(path), mode=tvio.ImageReadMode.RGB, apply_exif_orientation=True)
             if image.dtype != torch.uint8:
                 raise RuntimeError("16-bit PNG")  # PIL below scales it to 8 bits
             image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])

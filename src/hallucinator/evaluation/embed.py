@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from hallucinator.evaluation.features import frozen, input_memory_format, resolve_device
 
-__all__ = ["HEADS", "Embeddings", "embed_folder", "load_encoder", "save_embeddings"]
+__all__ = ["HEADS", "Embeddings", "check_output", "embed_folder", "load_encoder", "save_embeddings"]
 
 HEADS = ("backbone", "projector")
 PROJECTOR_PREFIX = "method.projector."
@@ -108,27 +108,35 @@ def embed_folder(
     )
 
 
+def check_output(path: str | Path) -> str:
+    """The format of ``path`` (``npz`` or ``parquet``), checked before any work: the suffix, and pyarrow for parquet."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".npz", ".parquet"):
+        raise ValueError(f"--output {path}: the file must end in .npz or .parquet")
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ValueError(f"--output {path}: .parquet needs pyarrow (pip install 'hallucinator[parquet]'); or write .npz") from None
+    return suffix[1:]
+
+
 def save_embeddings(path: str | Path, names: list[str], embeddings: np.ndarray) -> Path:
     """Writes ``paths`` and ``embeddings`` to ``.npz`` (numpy) or ``.parquet`` (needs ``pip install hallucinator[parquet]``).
 
     Both are written under a temporary name and renamed, so a file at ``path`` is always complete.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".npz", ".parquet"):
-        raise ValueError(f"--output {path}: the file must end in .npz or .parquet")
-    if suffix == ".parquet":
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ValueError(f"--output {path}: .parquet needs pyarrow (pip install 'hallucinator[parquet]'); or write .npz") from None
+    fmt = check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{fmt}")
     try:
-        if suffix == ".npz":
+        if fmt == "npz":
             np.savez(tmp, paths=np.asarray(names, dtype=str), embeddings=embeddings.astype(np.float32))
         else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
             vectors = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.astype(np.float32).reshape(-1)), embeddings.shape[1])
             pq.write_table(pa.table({"path": pa.array(names, pa.string()), "embedding": vectors}), tmp)
         os.replace(tmp, path)
