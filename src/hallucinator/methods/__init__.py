@@ -38,7 +38,8 @@ METHODS: dict[str, MethodSpec] = {
     "mocov2": MethodSpec(MoCo, {**_MOCO_COMMON, "temperature": 0.2, "mlp": True}, {"version": 2}),
     "simclr": MethodSpec(
         SimCLR,
-        {"dim": 128, "hidden_dim": None, "temperature": 0.5, "head_batchnorm": True, "loss_scale": 1.0, "hallucination_weight": 0.5},
+        {"dim": 128, "hidden_dim": None, "temperature": 0.5, "head_batchnorm": True, "loss_scale": 1.0,
+         "hallucination_weight": 0.5},
     ),
     "simsiam": MethodSpec(SimSiam, {"dim": 2048, "pred_hidden_dim": 512, "proj_layers": 2, "hallucination_weight": 0.5}),
 }
