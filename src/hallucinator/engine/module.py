@@ -107,7 +107,8 @@ class PretrainModule(pl.LightningModule):
         self.steps_per_epoch = steps_per_epoch
         self.method = build_method(config)
         self.augment = build_augmentation(config)
-        self.warmup_augment = build_augmentation(config, plain_crops=True) if config.data.center_crop_warmup_epochs else None
+        warmup = config.data.center_crop_warmup_epochs
+        self.warmup_augment = build_augmentation(config, plain_crops=True) if warmup else None
         if self.augment is None:
             from hallucinator.data import eval_transform
 

@@ -60,7 +60,8 @@ class LARS(torch.optim.Optimizer):
 def _param_groups(config: Config, model: nn.Module) -> list[dict]:
     """Parameter groups; with ``fix_predictor_lr`` the predictor's parameters come last, tagged ``fixed_lr``."""
     o = config.optimizer
-    params = [p for p in model.parameters() if p.requires_grad]
+    # SGD keeps every parameter (its groups then match checkpoints written before fix_predictor_lr existed)
+    params = [p for p in model.parameters() if p.requires_grad or o.name == "sgd"]
     fixed: set[int] = set()
     if o.fix_predictor_lr:
         predictor = getattr(model, "predictor", None)
