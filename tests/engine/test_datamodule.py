@@ -21,8 +21,9 @@ def test_limit_trains_on_a_stratified_subset_of_a_class_sorted_dataset() -> None
     assert torch.bincount(labels[subset]).tolist() == [4, 4, 4]  # the first 12 would all be class 0
     assert datamodule.steps_per_epoch() == 3
     batches = StepBatches(dataset, 4, seed=7, position=lambda: 0, subset=subset)
-    seen = torch.cat([batch[:, 0, 0, 0].long() for batch in batches])
+    seen = torch.cat([images[:, 0, 0, 0].long() for images, _ in batches])
     assert sorted(seen.tolist()) == subset.tolist()  # one epoch = every image of the subset once
+    assert all(torch.equal(batch_labels, labels[images[:, 0, 0, 0].long()]) for images, batch_labels in batches)
     assert PretrainDataModule(load_config(None, ["--data.batch_size=4"]), dataset).subset() is None
 
 
