@@ -7,13 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from hallucinator import Hallucinator, methods
+from test_method_registry import SMALL  # every registered method's small heads (pytest puts tests/methods on the path)
 
-SMALL = {
-    "mocov1": {"dim": 8, "queue_size": 16, "shuffle_bn_splits": 2},
-    "mocov2": {"dim": 8, "queue_size": 16, "shuffle_bn_splits": 2},
-    "simclr": {"dim": 8},
-    "simsiam": {"dim": 8, "pred_hidden_dim": 4},
-}
 VARIANTS = {
     "joint": {},
     "adversarial": {"train_mode": "adversarial", "adversarial_strength": 0.1},
