@@ -63,6 +63,8 @@ def test_each_method(cifar10_archive: Path, tmp_path: Path, method: str, halluci
     assert [int(r["step"]) for r in rows] == [0, 1]
     assert all(math.isfinite(float(r["train/loss"])) for r in rows)
     assert all(("train/loss_hallucinated" in r and r["train/loss_hallucinated"] != "") == hallucinator for r in rows)
+    hardness = ["train/pos_similarity", "train/extrap_similarity", "train/hal_similarity"] if hallucinator else ["train/pos_similarity"]
+    assert all(-1 <= float(r[key]) <= 1 for r in rows for key in hardness)  # every run logs the Fig. 4 cosines
     assert (tmp_path / "config.yaml").is_file() and not list(tmp_path.rglob("*.tmp"))
     backbone, config = load_backbone(tmp_path / "checkpoints" / "last.ckpt")
     assert config.model.method == method and config.hallucinator.enabled == hallucinator

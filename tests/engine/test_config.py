@@ -107,3 +107,19 @@ def test_symmetric_extrapolation_is_refused_for_simsiam() -> None:
         load_config(None, ["--model.method=simsiam", "--hallucinator.extrapolation_mode=symmetric"])
     with pytest.raises(ConfigError, match=r"hallucinator.extrapolation_mode: 'mirror' is not one of"):
         load_config(None, ["--hallucinator.extrapolation_mode=mirror"])
+
+
+def test_hallucinator_variant_keys_reach_the_module_and_bad_values_name_the_key() -> None:
+    from hallucinator.engine.module import build_method
+
+    overrides = ["--model.width=4", "--hallucinator.train_mode=adversarial", "--hallucinator.adversarial_strength=0.03"]
+    h = build_method(load_config(None, overrides)).hallucinator
+    assert (h.train_mode, h.adversarial_strength) == ("adversarial", 0.03)
+    h = build_method(load_config(None, ["--model.width=4", "--hallucinator.guard_weight=2", "--hallucinator.guard_margin=0.1"])).hallucinator
+    assert (h.train_mode, h.guard_weight, h.guard_margin) == ("joint", 2.0, 0.1)
+    with pytest.raises(ConfigError, match=r"hallucinator.train_mode: 'reverse' is not one of"):
+        load_config(None, ["--hallucinator.train_mode=reverse"])
+    with pytest.raises(ConfigError, match=r"hallucinator.adversarial_strength: must be in \(0, 1\]"):
+        load_config(None, ["--hallucinator.adversarial_strength=2"])
+    with pytest.raises(ConfigError, match="hallucinator.guard_weight: the hardness guard needs train_mode joint"):
+        load_config(None, ["--hallucinator.train_mode=frozen", "--hallucinator.guard_weight=1"])

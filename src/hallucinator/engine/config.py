@@ -32,6 +32,7 @@ from hallucinator.methods import METHOD_NAMES
 OPTIMIZERS = ("sgd", "lars")
 SCHEDULES = ("cosine", "step", "constant")
 EXTRAPOLATION_MODES = ("asymmetric", "symmetric")
+TRAIN_MODES = ("joint", "adversarial", "frozen")  # hallucinator.TRAIN_MODES; this module stays torch-free
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # "auto": bf16 autocast on a GPU that supports it and on a CPU with native bf16 (AVX-512 BF16 / AMX),
 # fp32 elsewhere (engine.train.resolve_precision; measurements in docs/training.md).
@@ -65,6 +66,15 @@ class HallucinatorConfig:
     per_sample: bool = False
     extrapolation_mode: str = "asymmetric"
     """``asymmetric`` (the paper's) or ``symmetric`` (Fig. 4's comparison point: both features extrapolated)."""
+    train_mode: str = "joint"
+    """``joint`` (the paper's: H descends the hallucinated loss), ``adversarial`` (H ascends it, at
+    ``adversarial_strength``) or ``frozen`` (H stays at its random initialisation)."""
+    adversarial_strength: float = 0.1
+    """Factor in (0, 1] of the reversed gradient on H's parameters (``train_mode: adversarial``)."""
+    guard_weight: float = 0.0
+    """Weight of the hardness guard, a penalty on ``cos(q_hat, k)`` above its bound (0 = off, the paper's)."""
+    guard_margin: float | None = None
+    """The guard's bound: ``None`` = ``cos(q', k)``; a number ``m`` = ``cos(q, k) - m``."""
     weight: float = 0.5
     """Weight ``w`` of the hallucinated loss: ``(1 - w) * original + w * hallucinated`` (paper: 0.5)."""
     warmup_epochs: float = 0.0
@@ -333,6 +343,13 @@ def validate(config: Config) -> None:
         raise ConfigError(f"hallucinator.extrapolation: need beta1 <= beta2, got {list(h.extrapolation)}")
     if not 0.0 <= h.weight <= 1.0:
         raise ConfigError(f"hallucinator.weight: must be in [0, 1], got {h.weight}")
+    _choice("hallucinator.train_mode", h.train_mode, TRAIN_MODES)
+    if not 0.0 < h.adversarial_strength <= 1.0:
+        raise ConfigError(f"hallucinator.adversarial_strength: must be in (0, 1] (try 0.01-0.3), got {h.adversarial_strength}")
+    _positive("hallucinator.guard_weight", h.guard_weight, allow_zero=True)
+    if h.guard_weight > 0 and h.train_mode != "joint":
+        raise ConfigError(f"hallucinator.guard_weight: the hardness guard needs train_mode joint, got {h.train_mode!r}; "
+                          "set hallucinator.guard_weight=0 or hallucinator.train_mode=joint")
     _positive("hallucinator.warmup_epochs", h.warmup_epochs, allow_zero=True)
     if not 0.0 <= h.warmup_fraction <= 1.0:
         raise ConfigError(f"hallucinator.warmup_fraction: must be in [0, 1], got {h.warmup_fraction}")

@@ -49,6 +49,10 @@ def build_method(config: Config) -> SSLMethod:
             extrapolation=h.extrapolation,
             per_sample=h.per_sample,
             extrapolation_mode=h.extrapolation_mode,
+            train_mode=h.train_mode,
+            adversarial_strength=h.adversarial_strength,
+            guard_weight=h.guard_weight,
+            guard_margin=h.guard_margin,
         )
     return method
 
@@ -197,6 +201,9 @@ class PretrainModule(pl.LightningModule):
             self.log("train/loss_hallucinated", out["loss_hallucinated"].detach(), **log)
             self.log("train/hallucination_weight", weight, **log)
             self.log("train/hal_similarity", out["hal_similarity"], **log)
+            self.log("train/extrap_similarity", out["extrap_similarity"], **log)
+            if "guard_penalty" in out:
+                self.log("train/guard_penalty", out["guard_penalty"].detach(), **log)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, **log)
         if self.online_linear is not None and "features" in out:
             probe_loss, top1 = self.online_linear.step(out["features"], labels)

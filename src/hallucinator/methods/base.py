@@ -123,21 +123,33 @@ class SSLMethod(nn.Module):
         features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The loss dict; ``pos_similarity`` is the mean cosine of the original positive pair ``(q, k)``,
-        ``hal_similarity`` that of the ``hallucinated`` pair the hallucinated loss scores (Fig. 4).
+        ``hal_similarity`` that of the ``hallucinated`` pair the hallucinated loss scores (Fig. 4) and
+        ``extrap_similarity`` that of the extrapolated ``q'`` with the same partner: ``hal < extrap``
+        means ``H`` made the positive harder than the extrapolation did, ``hal > pos`` easier than the
+        original. With the Hallucinator's hardness guard on, its weighted penalty (``guard_penalty``)
+        joins the hallucinated loss.
 
         ``features``: the backbone's features of ``view1``, returned detached as ``features`` (what an
         online linear probe trains on, at no extra forward pass).
         """
         out = {"loss_original": loss_original, "pos_similarity": _mean_cosine(q, k)}
+        guard = None
         if hallucinated is not None:
+            assert self.hallucinator is not None and self.hallucinator.last_extrapolated is not None
             out["hal_similarity"] = _mean_cosine(*hallucinated)
+            out["extrap_similarity"] = _mean_cosine(self.hallucinator.last_extrapolated, hallucinated[1])
+            if self.hallucinator.guard_weight > 0:
+                out["guard_penalty"] = self.hallucinator.guard_penalty(*hallucinated, q)
+                guard = self.hallucinator.guard_weight * out["guard_penalty"]
         if features is not None:
             out["features"] = features.detach()
         if loss_hallucinated is None:
             out["loss"] = loss_original
         else:
             w = self.hallucination_weight
-            out["loss"] = (1.0 - w) * loss_original + w * loss_hallucinated
+            # the guard is part of the hallucinated objective: a weight warm-up ramps it in with it
+            hallucinated_objective = loss_hallucinated if guard is None else loss_hallucinated + guard
+            out["loss"] = (1.0 - w) * loss_original + w * hallucinated_objective
             out["loss_hallucinated"] = loss_hallucinated
         return out
 
