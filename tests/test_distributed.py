@@ -20,6 +20,7 @@ from torch import nn
 from hallucinator import Hallucinator, distributed
 from hallucinator.methods import SimCLR
 from tests.conftest import free_port
+from tests.methods.conftest import TinyNet
 
 WORLD = 2
 GLOBAL_BATCH = 8
@@ -34,17 +35,6 @@ def test_without_a_process_group_everything_is_the_identity() -> None:
     assert shuffled is x and index is None
     assert distributed.batch_unshuffle(x, None) is x
 
-
-class TinyNet(nn.Module):
-    """Conv -> ReLU -> global pool, no BatchNorm: its output does not depend on the rest of the batch."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 6, 3, padding=1)
-        self.num_features = 6
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x)).mean(dim=(2, 3))
 
 
 def _simclr() -> SimCLR:

@@ -10,7 +10,6 @@ the forward pass itself differ (a property of DDP without SyncBatchNorm, not of 
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from hallucinator import Hallucinator, methods
+from tests.conftest import free_port
+from tests.methods.conftest import TinyNet
 
 WORLD, GLOBAL_BATCH = 2, 8
 SMALL = {
@@ -29,17 +30,6 @@ SMALL = {
     "nnclr": {"dim": 5, "hidden_dim": 7, "pred_hidden_dim": 7, "queue_size": 16},
 }
 
-
-class TinyNet(nn.Module):
-    """Conv -> ReLU -> global pool, no BatchNorm."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 6, 3, padding=1)
-        self.num_features = 6
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x)).mean(dim=(2, 3))
 
 
 def _model(name: str) -> methods.SSLMethod:
@@ -85,18 +75,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     if not dist.is_available():
         pytest.skip("torch.distributed is not available in this PyTorch build")
     out_dir = tmp_path_factory.mktemp("ddp_methods")
-    mp.spawn(_worker, args=(_free_port(), str(out_dir)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)]
 
 
