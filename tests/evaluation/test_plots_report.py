@@ -110,7 +110,7 @@ def test_report_tables(tmp_path):
     assert f"| simclr | 60.50 ± {spread:.2f} | - |" in text  # Table 1 layout: ✗ pooled over 2 seeds, ✓ not run
     assert f"| simclr | 51.00 ± {statistics.stdev([50.0, 52.0]):.2f} | 40.00 |" in text  # kNN version
     # linear top-1 after the last epoch, then at the best epoch, then the online probe's
-    assert "| simclr-s0 | simclr | cifar10 | ✗ | - | 3 | 50.00 | 60.00 | 62.00 | 45.00 | 0.500 | 0.900 | -3.000 | 0.2100 | 10.0 min |" in text
+    assert "| simclr-s0 | simclr | cifar10 | ✗ | - | 3 | 50.00 | 60.00 | 62.00 | 45.00 | 0.500 | - | - | 0.900 | -3.000 | 0.2100 | 10.0 min |" in text
     assert "| hallucinator.enabled=False | simclr | cifar10 | ✗ |" in text and "| 0, 1 |" in text  # two seeds, one arm
     assert "| simclr-s1 | simclr | cifar10 | ✗ | - | 2.05 | 52.00 |" in text
     assert (tmp_path / "report" / "positive_similarity.png").is_file()
@@ -158,3 +158,17 @@ def test_runs_pool_only_when_their_configs_differ_in_the_seed_alone(tmp_path):
 
     layout = paper_table([load_run(r) for r in (fp32, fp32_again, bf16)], "knn_top1")
     assert f"| simclr | - | 52.00 ± {statistics.stdev([50.0, 54.0]):.2f} / 58.00 |" in layout  # two arms, not pooled
+
+
+def test_hardness_is_the_mean_of_the_last_logged_steps(tmp_path):
+    run = make_run(tmp_path, "hal-s0", hallucinator=True, seed=0)
+    path = run / "csv" / "version_1" / "metrics.csv"
+    path.parent.mkdir(parents=True)
+    rows = ["epoch,step,train/hal_similarity,train/extrap_similarity"]
+    rows += [f"3,{30 + i},{i / 100},{0.5 + i / 100}" for i in range(30)]  # 30 more steps, values 0.00 ... 0.29
+    path.write_text("\n".join(rows) + "\n")
+    summary = load_run(run)
+    last20 = [i / 100 for i in range(10, 30)]
+    assert summary.hal_similarity == pytest.approx(statistics.fmean(last20))
+    assert summary.extrap_similarity == pytest.approx(0.5 + statistics.fmean(last20))
+    assert f"| {statistics.fmean(last20):.3f} | {0.5 + statistics.fmean(last20):.3f} |" in arms_table([summary])

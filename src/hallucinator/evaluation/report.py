@@ -52,6 +52,10 @@ class RunSummary:
     linear_mode: str | None = None
     online_linear_top1: float | None = None
     pos_similarity: float | None = None
+    hal_similarity: float | None = None
+    """cos(q_hat, k) of the hallucinated pair, mean of the last :data:`HARDNESS_STEPS` logged steps."""
+    extrap_similarity: float | None = None
+    """cos(q', k) of the extrapolated pair, likewise: ``hal < extrap`` means H made the positive harder."""
     alignment: float | None = None
     uniformity: float | None = None
     g2: float | None = None
@@ -119,6 +123,15 @@ def save_evaluation(run_dir: str | Path, key: str, figures: dict) -> Path:
     return path
 
 
+# hardness is read as a mean over the end of the run: one step's cosine is noisy
+HARDNESS_STEPS = 20
+
+
+def _tail_mean(metrics: dict[str, np.ndarray], name: str, count: int = HARDNESS_STEPS) -> float | None:
+    _, values = metric_series(metrics, name)
+    return float(values[-count:].mean()) if len(values) else None
+
+
 def _last(metrics: dict[str, np.ndarray], name: str) -> float | None:
     _, values = metric_series(metrics, name)
     return float(values[-1]) if len(values) else None
@@ -177,6 +190,8 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
         linear_mode=linear.get("mode"),
         online_linear_top1=evaluation.get("online_linear", {}).get("top1"),
         pos_similarity=representation.get("pos_similarity", _last(metrics, "pos_similarity")),
+        hal_similarity=_tail_mean(metrics, "hal_similarity"),
+        extrap_similarity=_tail_mean(metrics, "extrap_similarity"),
         alignment=representation.get("alignment"),
         uniformity=representation.get("uniformity", _last(metrics, "uniformity")),
         g2=representation.get("g2", _last(metrics, "g2")),
@@ -191,12 +206,13 @@ COLUMNS = (
     ("method", "method"), ("dataset", "dataset"), ("Hallucinator", "hallucinator"), ("warm-up", "warmup"),
     ("epochs", "epochs"), ("kNN top-1", "knn_top1"), ("linear top-1", "linear_top1"),
     ("linear best top-1", "linear_best_top1"), ("online linear top-1", "online_linear_top1"),
-    ("pos. sim.", "pos_similarity"), ("alignment", "alignment"), ("uniformity", "uniformity"),
+    ("pos. sim.", "pos_similarity"), ("hal. sim.", "hal_similarity"), ("extrap. sim.", "extrap_similarity"),
+    ("alignment", "alignment"), ("uniformity", "uniformity"),
     ("G_2", "g2"), ("wall time", "wall_seconds"),
 )
 DIGITS = {
     "knn_top1": 2, "linear_top1": 2, "linear_best_top1": 2, "online_linear_top1": 2,
-    "pos_similarity": 3, "alignment": 3, "uniformity": 3, "g2": 4,
+    "pos_similarity": 3, "hal_similarity": 3, "extrap_similarity": 3, "alignment": 3, "uniformity": 3, "g2": 4,
 }
 
 
