@@ -1,14 +1,24 @@
 """Hallucinator: harder positives in feature space for contrastive self-supervised learning."""
 
-from hallucinator.hallucinator import Hallucinator
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hallucinator.hallucinator import Hallucinator
 
 __version__ = "0.1.0"
 
 __all__ = ["Hallucinator", "__version__", "load_backbone"]
 
 
-def __getattr__(name: str):
-    # ``hallucinator.load_backbone`` without importing Lightning (the engine) with the core
+def __getattr__(name: str) -> Any:
+    # imported on first use: `hallucinator --help` (the CLI lives in this package) then loads no torch,
+    # and `hallucinator.load_backbone` no Lightning with the core
+    if name == "Hallucinator":
+        from hallucinator.hallucinator import Hallucinator
+
+        return Hallucinator
     if name == "load_backbone":
         from hallucinator.export import load_backbone
 

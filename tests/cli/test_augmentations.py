@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from hallucinator.cli.augmentations import write_grid
+from hallucinator.evaluation.augmentation_grid import write_grid
 from hallucinator.data import presets
 
 

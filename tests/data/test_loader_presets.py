@@ -182,7 +182,7 @@ def test_show_augmentations_reports_bad_input_in_one_line(tmp_path: Path, capsys
 
 
 def test_run_view_reproduces_the_module_forward():
-    from hallucinator.cli.augmentations import run_view
+    from hallucinator.evaluation.augmentation_grid import run_view
 
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     two = presets.build("cifar10-mocov2")
