@@ -226,10 +226,14 @@ def _run_all(todo: list[PlannedRun], commands: dict[str, list[list[str]]], outpu
     """Runs the commands, recording each finished run at once; returns the names of the runs that failed."""
     failed: list[str] = []
 
+    def say(line: str) -> None:  # one write per line: print's separate newline interleaves across threads
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
     def one(index: int, planned: PlannedRun) -> None:
         run_dir = output_dir / planned.name
         run_dir.mkdir(parents=True, exist_ok=True)
-        print(f"[{index}/{len(todo)}] {planned.name}: started", flush=True)
+        say(f"[{index}/{len(todo)}] {planned.name}: started")
         started = time.perf_counter()
         code = 0
         for command in commands[planned.name]:
@@ -246,8 +250,8 @@ def _run_all(todo: list[PlannedRun], commands: dict[str, list[list[str]]], outpu
             _write_status(output_dir, status)
         else:
             failed.append(planned.name)
-        print(f"[{index}/{len(todo)}] {planned.name}: {'done' if code == 0 else f'failed (exit {code})'} "
-              f"after {minutes:.1f} min", flush=True)
+        say(f"[{index}/{len(todo)}] {planned.name}: {'done' if code == 0 else f'failed (exit {code})'} "
+            f"after {minutes:.1f} min")
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         for future in [pool.submit(one, i, planned) for i, planned in enumerate(todo, start=1)]:
