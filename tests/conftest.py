@@ -33,6 +33,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_ranks(worker, out_dir: Path, world: int) -> list[dict]:
+    """``worker(rank, port, out_dir)`` in ``world`` spawned processes (a gloo group), then each ``rank{r}.pt`` it saved."""
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available in this PyTorch build")
+    mp.spawn(worker, args=(free_port(), str(out_dir)), nprocs=world, join=True)
+    return [torch.load(out_dir / f"rank{r}.pt") for r in range(world)]
+
+
 @pytest.fixture(scope="session")
 def cifar10_archive() -> Path:
     if not CIFAR10_ARCHIVE.is_file():

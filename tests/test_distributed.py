@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from hallucinator import Hallucinator, distributed
 from hallucinator.methods import SimCLR
-from tests.conftest import free_port
+from tests.conftest import run_ranks
 from tests.methods.conftest import TinyNet
 
 WORLD = 2
@@ -88,11 +87,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available in this PyTorch build")
-    out_dir = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
-    return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)]
+    return run_ranks(_worker, tmp_path_factory.mktemp("ddp"), WORLD)
 
 
 def test_world_size_rank_and_gather_with_grad(ddp_results: list[dict]) -> None:

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from hallucinator import Hallucinator, methods
-from tests.conftest import free_port
+from tests.conftest import run_ranks
 from tests.methods.conftest import TinyNet
 
 WORLD, GLOBAL_BATCH = 2, 8
@@ -77,11 +76,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available in this PyTorch build")
-    out_dir = tmp_path_factory.mktemp("ddp_methods")
-    mp.spawn(_worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
-    return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)]
+    return run_ranks(_worker, tmp_path_factory.mktemp("ddp_methods"), WORLD)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
