@@ -58,14 +58,16 @@ class PILTwoViews(torch.utils.data.Dataset):
 
 def torchvision_recipe() -> T.Compose:
     r = presets.recipe("cifar10-mocov2")
-    return T.Compose([
-        T.RandomResizedCrop(32, scale=r.scale),
-        T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(*r.jitter)], p=r.jitter_p),
-        T.RandomGrayscale(r.grayscale_p),
-        T.ToTensor(),
-        T.Normalize(r.mean, r.std),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(32, scale=r.scale),
+            T.RandomHorizontalFlip(),
+            T.RandomApply([T.ColorJitter(*r.jitter)], p=r.jitter_p),
+            T.RandomGrayscale(r.grayscale_p),
+            T.ToTensor(),
+            T.Normalize(r.mean, r.std),
+        ]
+    )
 
 
 def load_images(count: int, cache_dir: str) -> ImageDataset:
@@ -104,11 +106,14 @@ def main() -> None:
     two_views = presets.build("cifar10-mocov2")
     pil = PILTwoViews(data.images.permute(0, 2, 3, 1).numpy(), data.labels.numpy(), torchvision_recipe())
     loaders = {
-        "torchvision": torch.utils.data.DataLoader(
-            pil, BATCH, shuffle=True, drop_last=True, num_workers=args.workers
-        ),
+        "torchvision": torch.utils.data.DataLoader(pil, BATCH, shuffle=True, drop_last=True, num_workers=args.workers),
         "ours_workers": batch_loader(
-            data, BATCH, shuffle=True, drop_last=True, num_workers=args.workers, transform=two_views,
+            data,
+            BATCH,
+            shuffle=True,
+            drop_last=True,
+            num_workers=args.workers,
+            transform=two_views,
         ),
         "ours_main": None,
     }
@@ -164,8 +169,10 @@ def main() -> None:
         figures["cuda_batch2048"] = round(repeats * images.shape[0] / (time.perf_counter() - start))
         figures["cuda_device"] = torch.cuda.get_device_name()
     figures.update(workers=args.workers, batch=BATCH, rounds=args.rounds, real_cifar10=ARCHIVE.is_file())
-    print(f"ours vs torchvision PIL (median of per-round ratios): {args.workers} workers each "
-          f"{figures['speedup_workers']}x, main process on one core {figures['speedup_main_1thread']}x")
+    print(
+        f"ours vs torchvision PIL (median of per-round ratios): {args.workers} workers each "
+        f"{figures['speedup_workers']}x, main process on one core {figures['speedup_main_1thread']}x"
+    )
     print(json.dumps(figures))
 
 

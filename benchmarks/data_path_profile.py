@@ -43,13 +43,23 @@ from hallucinator.engine.datamodule import StepBatches
 from hallucinator.engine.device_data import ResidentBatches
 from hallucinator.engine.module import build_augmentation, build_method
 
-SYNC_OPS = ("aten::nonzero", "aten::_local_scalar_dense", "aten::unique_consecutive", "aten::_unique2",
-            "aten::masked_select", "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+SYNC_OPS = (
+    "aten::nonzero",
+    "aten::_local_scalar_dense",
+    "aten::unique_consecutive",
+    "aten::_unique2",
+    "aten::masked_select",
+    "cudaStreamSynchronize",
+    "cudaDeviceSynchronize",
+    "cudaEventSynchronize",
+)
 
 
 def _dataset(args: argparse.Namespace) -> ImageDataset:
     if args.synthetic:
-        images = torch.randint(0, 256, (args.synthetic, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        images = torch.randint(
+            0, 256, (args.synthetic, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+        )
         return ImageDataset(images, torch.zeros(args.synthetic, dtype=torch.long), ["synthetic"])
     from hallucinator.data import build_dataset
 
@@ -96,8 +106,9 @@ def profile_steps(args: argparse.Namespace) -> dict:
     """The figures of the module's docstring for ``args``."""
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    config = load_config(None, [f"--model.method={args.method}", f"--model.width={args.width}",
-                                f"--data.batch_size={args.batch_size}"])
+    config = load_config(
+        None, [f"--model.method={args.method}", f"--model.width={args.width}", f"--data.batch_size={args.batch_size}"]
+    )
     dataset = _dataset(args)
     step = 0
     batches = ResidentBatches(StepBatches(dataset, args.batch_size, seed=0, position=lambda: step), device)
@@ -155,11 +166,17 @@ def profile_steps(args: argparse.Namespace) -> dict:
         synchronize()
     wall = time.perf_counter() - started
     step_ops = Counter(e.name for e in step_profile.events() if e.name in SYNC_OPS)
-    figures.update(step_sync_ops_per_step=sum(step_ops.values()) / args.steps, step_sync_ops=dict(step_ops),
-                   step_ms=round(wall / args.steps * 1000, 2))
+    figures.update(
+        step_sync_ops_per_step=sum(step_ops.values()) / args.steps,
+        step_sync_ops=dict(step_ops),
+        step_ms=round(wall / args.steps * 1000, 2),
+    )
     if cuda:
-        kernels = [(e.time_range.start, e.time_range.end) for e in step_profile.events()
-                   if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernels = [
+            (e.time_range.start, e.time_range.end)
+            for e in step_profile.events()
+            if e.device_type == torch.autograd.DeviceType.CUDA
+        ]
         spans = [(e.time_range.start, e.time_range.end) for e in step_profile.events()]
         if kernels:
             window = max(end for _, end in spans) - min(start for start, _ in spans)
@@ -176,8 +193,15 @@ def profile_steps(args: argparse.Namespace) -> dict:
         figures["cuda_syncs_per_step"] = sum("synchroniz" in str(w.message) for w in caught) / args.steps
         figures["gpu"] = torch.cuda.get_device_name(device)
         figures["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
-    figures.update(device=str(device), rehearse=args.rehearse, method=args.method, width=args.width,
-                   batch_size=args.batch_size, precision=args.precision, steps=args.steps)
+    figures.update(
+        device=str(device),
+        rehearse=args.rehearse,
+        method=args.method,
+        width=args.width,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        steps=args.steps,
+    )
     return figures
 
 

@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--extract-images", type=int, default=512)
     parser.add_argument("--extract-only", action="store_true", help="only the feature-extraction figures")
-    parser.add_argument("--fold-widths", type=int, nargs="*", default=[16, 64],
-                        help="ResNet-18 widths whose BatchNorm folding is timed")
+    parser.add_argument(
+        "--fold-widths", type=int, nargs="*", default=[16, 64], help="ResNet-18 widths whose BatchNorm folding is timed"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
@@ -52,14 +53,18 @@ def main(argv: list[str] | None = None) -> None:
 
         result, seconds = timed(lambda: linear_probe_features(train_x, train_y, test_x, test_y, LinearConfig()))
         figures["linear_fast_s"] = round(seconds, 1)
-        print(f"fast linear probe, 100 epochs on 50,000 x {args.dim} features: {seconds:.1f} s (top-1 {result.top1:.1f} %)")
+        print(
+            f"fast linear probe, 100 epochs on 50,000 x {args.dim} features: {seconds:.1f} s (top-1 {result.top1:.1f} %)"
+        )
 
     backbone = backbones.build("resnet18", cifar_stem=True, width=16)
     images = torch.randint(0, 256, (args.extract_images, 3, 32, 32), dtype=torch.uint8, generator=generator)
     # fp32 in both memory formats, side by side (the evaluation commands use channels_last), then bf16
-    for name, memory_format, precision in (("32", torch.contiguous_format, "32"),
-                                           ("32_channels_last", torch.channels_last, "32"),
-                                           ("bf16", torch.contiguous_format, "bf16")):
+    for name, memory_format, precision in (
+        ("32", torch.contiguous_format, "32"),
+        ("32_channels_last", torch.channels_last, "32"),
+        ("bf16", torch.contiguous_format, "bf16"),
+    ):
         backbone = backbone.to(memory_format=memory_format)
         extract_features(backbone, images[:64], precision=precision)  # warm-up
         _, seconds = timed(lambda: extract_features(backbone, images, batch_size=512, precision=precision))
@@ -67,8 +72,10 @@ def main(argv: list[str] | None = None) -> None:
         figures[f"extract_images_per_s_{name}"] = round(rate)
         # full protocol: 100 epochs over the 50,000 training images through the frozen backbone
         figures[f"full_linear_estimate_min_{name}"] = round(100 * 50_000 / rate / 60, 1)
-        print(f"feature extraction, ResNet-18 width 16 CIFAR stem, {name}: {rate:.0f} images/s "
-              f"(full linear protocol ~ {100 * 50_000 / rate / 60:.0f} min of backbone passes)")
+        print(
+            f"feature extraction, ResNet-18 width 16 CIFAR stem, {name}: {rate:.0f} images/s "
+            f"(full linear protocol ~ {100 * 50_000 / rate / 60:.0f} min of backbone passes)"
+        )
 
     # BatchNorm folding (what extract_features does): the eval-mode backbone vs its folded copy,
     # channels_last, alternating batch by batch so that machine load hits both alike
@@ -85,9 +92,11 @@ def main(argv: list[str] | None = None) -> None:
         for name, total in seconds.items():
             figures[f"forward_w{width}_images_per_s_{name}"] = round(args.extract_images / total)
         figures[f"fold_speedup_w{width}"] = round(seconds["plain"] / seconds["folded"], 2)
-        print(f"eval forward, ResNet-18 width {width}, channels_last: {args.extract_images / seconds['plain']:.0f} images/s "
-              f"plain, {args.extract_images / seconds['folded']:.0f} with BatchNorm folded "
-              f"({seconds['plain'] / seconds['folded']:.2f}x)")
+        print(
+            f"eval forward, ResNet-18 width {width}, channels_last: {args.extract_images / seconds['plain']:.0f} images/s "
+            f"plain, {args.extract_images / seconds['folded']:.0f} with BatchNorm folded "
+            f"({seconds['plain'] / seconds['folded']:.2f}x)"
+        )
     print(json.dumps(figures))
 
 

@@ -67,7 +67,7 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict[s
     cpu: dict[bool, list[float]] = {False: [], True: []}
     for repeat in range(args.warmup + args.repeats):
         # alternate which variant goes first, so neither always runs right after the other
-        for on in ((False, True) if repeat % 2 == 0 else (True, False)):
+        for on in (False, True) if repeat % 2 == 0 else (True, False):
             elapsed, elapsed_cpu = step_time(*variants[on], views, bf16=args.precision == "bf16-mixed")
             if repeat >= args.warmup:
                 wall[on].append(elapsed)
@@ -99,7 +99,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed steps per variant (the median is reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true", help="autocast of the step")
+    parser.add_argument(
+        "--precision", choices=("32-true", "bf16-mixed"), default="32-true", help="autocast of the step"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -109,15 +111,26 @@ def main() -> None:
     for name in args.methods:
         results[name] = measure(name, args, device)
         r = results[name]
-        print(f"{name:8s} wall: without {r['step_s_without']:.3f} s  with {r['step_s_with']:.3f} s  ratio {r['ratio']:.3f} | "
-              f"CPU: {r['cpu_s_without']:.3f} s / {r['cpu_s_with']:.3f} s  ratio {r['cpu_ratio']:.3f} | "
-              f"FLOPs: {r['gflops_without']:.1f} G / {r['gflops_with']:.1f} G  ratio {r['flop_ratio']:.4f}  "
-              f"(Hallucinator: {r['hallucinator_params']:,} parameters on {r['hallucinated_dim']}-d features)", flush=True)
+        print(
+            f"{name:8s} wall: without {r['step_s_without']:.3f} s  with {r['step_s_with']:.3f} s  ratio {r['ratio']:.3f} | "
+            f"CPU: {r['cpu_s_without']:.3f} s / {r['cpu_s_with']:.3f} s  ratio {r['cpu_ratio']:.3f} | "
+            f"FLOPs: {r['gflops_without']:.1f} G / {r['gflops_with']:.1f} G  ratio {r['flop_ratio']:.4f}  "
+            f"(Hallucinator: {r['hallucinator_params']:,} parameters on {r['hallucinated_dim']}-d features)",
+            flush=True,
+        )
     config = {
-        "backbone": "resnet18", "cifar_stem": True, "width": args.width, "batch_size": args.batch_size,
-        "image_size": args.image_size, "repeats": args.repeats, "warmup": args.warmup, "device": str(device),
+        "backbone": "resnet18",
+        "cifar_stem": True,
+        "width": args.width,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "device": str(device),
         "precision": args.precision,
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
     }
     if device.type == "cuda":
         config["gpu"] = torch.cuda.get_device_name(device)

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         step(True), step(False)
     times: dict[bool, list[float]] = {True: [], False: []}
     for i in range(args.steps):
-        for probed in ((True, False) if i % 2 else (False, True)):
+        for probed in (True, False) if i % 2 else (False, True):
             times[probed].append(step(probed))
     plain, probed = statistics.median(times[False]), statistics.median(times[True])
     probe_alone = statistics.median(probe_times[args.warmup :])
@@ -80,9 +80,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "size": args.size,
         "threads": torch.get_num_threads(),
     }
-    print(f"{args.method} width {args.width}, batch {args.batch} at {args.size} px: {plain * 1000:.1f} ms/step plain, "
-          f"{probed * 1000:.1f} ms with the probe ({figures['overhead_percent']:+.2f} %); the probe's step alone "
-          f"{probe_alone * 1000:.2f} ms ({figures['probe_percent_of_step']:.3f} % of a step)")
+    print(
+        f"{args.method} width {args.width}, batch {args.batch} at {args.size} px: {plain * 1000:.1f} ms/step plain, "
+        f"{probed * 1000:.1f} ms with the probe ({figures['overhead_percent']:+.2f} %); the probe's step alone "
+        f"{probe_alone * 1000:.2f} ms ({figures['probe_percent_of_step']:.3f} % of a step)"
+    )
     print(json.dumps(figures))
     return figures
 

@@ -43,16 +43,31 @@ def train_and_evaluate(args: argparse.Namespace, precision: str, seed: int) -> d
     done = load_evaluation(run)
     if "knn" not in done:
         resume = ["--resume"] if (run / "checkpoints" / "last.ckpt").is_file() else []
-        code = hallucinator([
-            "pretrain", args.config, "--output-dir", str(run), "--seed", str(seed), "--device", args.device,
-            f"--trainer.precision={PRECISIONS[precision]}", "--trainer.progress_bar=false", "--no-knn",
-            *(["--data-dir", args.data_dir] if args.data_dir else []), *resume, *args.overrides,
-        ])
+        code = hallucinator(
+            [
+                "pretrain",
+                args.config,
+                "--output-dir",
+                str(run),
+                "--seed",
+                str(seed),
+                "--device",
+                args.device,
+                f"--trainer.precision={PRECISIONS[precision]}",
+                "--trainer.progress_bar=false",
+                "--no-knn",
+                *(["--data-dir", args.data_dir] if args.data_dir else []),
+                *resume,
+                *args.overrides,
+            ]
+        )
         if code != 0:
             raise SystemExit(f"pre-training {run} failed (exit code {code}); see its output above")
         limits = ["--train-limit", str(args.knn_limit), "--test-limit", str(args.knn_limit)] if args.knn_limit else []
         # the same fp32 evaluation for every run: only the training precision differs
-        code = hallucinator(["knn", str(run / "checkpoints" / "last.ckpt"), "--precision", "32", "--no-progress", *limits])
+        code = hallucinator(
+            ["knn", str(run / "checkpoints" / "last.ckpt"), "--precision", "32", "--no-progress", *limits]
+        )
         if code != 0:
             raise SystemExit(f"kNN of {run} failed (exit code {code})")
         done = load_evaluation(run)
@@ -68,8 +83,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", default="configs/quickstart.yaml")
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
-    parser.add_argument("--precisions", nargs=2, default=["32", "bf16"], choices=sorted(PRECISIONS),
-                        help="the reference precision, then the one under test")
+    parser.add_argument(
+        "--precisions",
+        nargs=2,
+        default=["32", "bf16"],
+        choices=sorted(PRECISIONS),
+        help="the reference precision, then the one under test",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--data-dir", default=None, help="dataset root or archive (default: the config's)")
     parser.add_argument("--output-dir", default="runs/precision_parity")

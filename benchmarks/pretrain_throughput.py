@@ -174,13 +174,18 @@ def lightly_script(args: argparse.Namespace) -> dict:
     deactivate_requires_grad(momentum_model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06 * args.batch_size / 256, momentum=0.9, weight_decay=5e-4)
     loader = torch.utils.data.DataLoader(
-        PILImages(transform), batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
-        persistent_workers=args.workers > 0, pin_memory=device.type == "cuda",
+        PILImages(transform),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+        pin_memory=device.type == "cuda",
     )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
     steps, started = 0, None
     while steps < args.warmup + args.steps:
-        for (x0, x1) in loader:
+        for x0, x1 in loader:
             if steps == args.warmup:
                 synchronize(device)
                 started = time.perf_counter()
@@ -240,15 +245,31 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--precisions", nargs="+", default=["auto"], help="ours: e.g. auto 32-true bf16-mixed")
-    parser.add_argument("--lightly-precision", choices=("32-true", "bf16-mixed"), default="32-true",
-                        help="the lightly script's autocast")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=[DEFAULT_VARIANT],
-                        help="ours: eager or torch.compile, with (-cl) or without channels_last")
-    parser.add_argument("--crop-sizes", nargs="+", type=int, default=[32],
-                        help="ours: training crop sides; 24 is the quickstart's (a different workload from lightly's 32)")
+    parser.add_argument(
+        "--lightly-precision",
+        choices=("32-true", "bf16-mixed"),
+        default="32-true",
+        help="the lightly script's autocast",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=[DEFAULT_VARIANT],
+        help="ours: eager or torch.compile, with (-cl) or without channels_last",
+    )
+    parser.add_argument(
+        "--crop-sizes",
+        nargs="+",
+        type=int,
+        default=[32],
+        help="ours: training crop sides; 24 is the quickstart's (a different workload from lightly's 32)",
+    )
     parser.add_argument("--no-lightly", action="store_true", help="ours only")
     parser.add_argument("--partial", action="store_true", help="also print the JSON summary so far after every run")
-    parser.add_argument("--gemm-size", type=int, default=0, help="side of the peak-probe matmuls (0: 1024 CPU, 8192 GPU)")
+    parser.add_argument(
+        "--gemm-size", type=int, default=0, help="side of the peak-probe matmuls (0: 1024 CPU, 8192 GPU)"
+    )
     parser.add_argument("--gemm-seconds", type=float, default=1.0, help="time spent on each peak probe")
     parser.add_argument("--crop-size", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--variant", default=DEFAULT_VARIANT, help=argparse.SUPPRESS)
@@ -269,8 +290,14 @@ def main(argv: list[str] | None = None) -> dict:
     lp = args.lightly_precision
     runs = [("lightly", m, w, lp, 32, DEFAULT_VARIANT) for m in args.methods for w in args.widths] if lightly else []
     # variants outermost: with --partial, a run stopped early has the cheap eager figures first
-    runs += [("ours", m, w, p, c, v) for v in args.variants for m in args.methods for w in args.widths
-             for p in args.precisions for c in args.crop_sizes]
+    runs += [
+        ("ours", m, w, p, c, v)
+        for v in args.variants
+        for m in args.methods
+        for w in args.widths
+        for p in args.precisions
+        for c in args.crop_sizes
+    ]
     # the machine's limit: the best matmul rate in each precision the step used
     size = args.gemm_size or (8192 if args.device == "gpu" else 1024)
     if args.threads:
@@ -283,8 +310,19 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, list[dict]] = {}
     for round_ in range(args.rounds):
         for impl, method, width, precision, crop, variant in runs:
-            command = [sys.executable, __file__, "--worker", impl, method, str(width), precision,
-                       "--crop-size", str(crop), "--variant", variant]
+            command = [
+                sys.executable,
+                __file__,
+                "--worker",
+                impl,
+                method,
+                str(width),
+                precision,
+                "--crop-size",
+                str(crop),
+                "--variant",
+                variant,
+            ]
             for flag in ("data_dir", "batch_size", "steps", "warmup", "workers", "threads", "output", "device"):
                 command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -317,7 +355,9 @@ def summarize(results: dict[str, list[dict]], summary: dict, args: argparse.Name
             summary[f"{key}_peak_gpu_mb"] = round(max(r["peak_gpu_mb"] for r in runs_))
         if key.startswith("ours"):
             achieved = statistics.median(r["achieved_gflops"] for r in runs_)
-            peak = summary["gemm_peak_gflops_bf16" if runs_[0]["precision"] == "bf16-mixed" else "gemm_peak_gflops_fp32"]
+            peak = summary[
+                "gemm_peak_gflops_bf16" if runs_[0]["precision"] == "bf16-mixed" else "gemm_peak_gflops_fp32"
+            ]
             summary[f"{key}_step_gflop"] = round(runs_[0]["step_gflop"], 2)
             summary[f"{key}_achieved_gflops"] = round(achieved, 1)
             summary[f"{key}_peak_fraction"] = round(achieved / peak, 4)

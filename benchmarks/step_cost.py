@@ -46,8 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", default="simclr", choices=sorted(methods.METHODS))
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--shapes", nargs="+", default=["256x32", "128x32", "256x24", "128x24"],
-                        help="BATCHxSIZE: batch of image pairs x crop side in pixels")
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        default=["256x32", "128x32", "256x24", "128x24"],
+        help="BATCHxSIZE: batch of image pairs x crop side in pixels",
+    )
     parser.add_argument("--no-hallucinator", action="store_true")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)

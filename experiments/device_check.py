@@ -69,8 +69,12 @@ class Check:
         self.log = (self.out / "device_check.log").open("w")
         self.started = time.monotonic()
         self.parts: list[Part] = []
-        self.env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                    "HALLUCINATOR_TEST_CIFAR10": args.data, "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "HALLUCINATOR_TEST_CIFAR10": args.data,
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def limit(self, gpu_seconds: float) -> float:
         """A part's own time limit: ``gpu_seconds`` on the GPU; in the dry run, room for a loaded CI machine."""
@@ -92,8 +96,15 @@ class Check:
         self.log.flush()
         started = time.monotonic()
         # a session of its own, so that a part stopped at its limit takes its children (benchmark workers) along
-        process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             output, _ = process.communicate(timeout=limit)
             part.status = "ok" if process.returncode == 0 else f"failed (exit {process.returncode})"
@@ -115,9 +126,16 @@ class Check:
     def environment(self) -> None:
         import torch
 
-        info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-                "cudnn": torch.backends.cudnn.version(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                "cpu_count": os.cpu_count(), "dry_run": self.dry, "data": str(self.args.data)}
+        info = {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_count": os.cpu_count(),
+            "dry_run": self.dry,
+            "data": str(self.args.data),
+        }
         try:
             import lightly
 
@@ -126,8 +144,12 @@ class Check:
             info["lightly"] = None
         if torch.cuda.is_available():
             properties = torch.cuda.get_device_properties(0)
-            info.update(gpu=properties.name, gpu_memory_gb=round(properties.total_memory / 2**30, 1),
-                        gpu_capability=f"{properties.major}.{properties.minor}", gpu_count=torch.cuda.device_count())
+            info.update(
+                gpu=properties.name,
+                gpu_memory_gb=round(properties.total_memory / 2**30, 1),
+                gpu_capability=f"{properties.major}.{properties.minor}",
+                gpu_count=torch.cuda.device_count(),
+            )
         else:
             info["gpu"] = None
         part = Part("environment", "Machine and versions", 0, status="ok", figures=info)
@@ -135,18 +157,28 @@ class Check:
 
     def prepare(self) -> None:
         """Decodes CIFAR-10 into the cache once, so that no later part pays for it in its own time."""
-        code = ("import sys; from hallucinator.data import build_dataset\n"
-                "for split in ('pretrain', 'train', 'test'): print(split, len(build_dataset('cifar10', sys.argv[1], split)))")
-        self.run(Part("prepare", "Decode CIFAR-10 into the cache", self.limit(150)),
-                 [PY, "-c", code, self.args.data], reserve=self.reserve(after="prepare"))
+        code = (
+            "import sys; from hallucinator.data import build_dataset\n"
+            "for split in ('pretrain', 'train', 'test'): print(split, len(build_dataset('cifar10', sys.argv[1], split)))"
+        )
+        self.run(
+            Part("prepare", "Decode CIFAR-10 into the cache", self.limit(150)),
+            [PY, "-c", code, self.args.data],
+            reserve=self.reserve(after="prepare"),
+        )
 
     def cuda_tests(self) -> None:
-        tests = ["tests/engine/test_devices.py", "tests/engine/test_device_data.py",
-                 "tests/data/test_augment_ops.py::test_cuda_matches_cpu_for_same_generator_on_cpu"]
+        tests = [
+            "tests/engine/test_devices.py",
+            "tests/engine/test_device_data.py",
+            "tests/data/test_augment_ops.py::test_cuda_matches_cpu_for_same_generator_on_cpu",
+        ]
         select = ["-k", "cuda"] if self.dry else []  # the CUDA tests alone (skipped on the CPU)
-        output = self.run(Part("cuda_tests", "CUDA tests", self.limit(120)),
-                          [PY, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *tests, *select],
-                          reserve=self.reserve(after="cuda_tests"))
+        output = self.run(
+            Part("cuda_tests", "CUDA tests", self.limit(120)),
+            [PY, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *tests, *select],
+            reserve=self.reserve(after="cuda_tests"),
+        )
         part = self.parts[-1]
         counts = re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", output)
         part.figures = {kind: int(number) for number, kind in counts}
@@ -154,36 +186,148 @@ class Check:
     def throughput(self) -> None:
         if self.dry:
             width, precision, variants = 8, "32-true", ["eager-cl"]
-            sizes = ["--device", "cpu", "--batch-size", "16", "--steps", "1", "--warmup", "1", "--methods", "simclr",
-                     "--threads", "1", "--gemm-size", "128", "--gemm-seconds", "0.1"]
+            sizes = [
+                "--device",
+                "cpu",
+                "--batch-size",
+                "16",
+                "--steps",
+                "1",
+                "--warmup",
+                "1",
+                "--methods",
+                "simclr",
+                "--threads",
+                "1",
+                "--gemm-size",
+                "128",
+                "--gemm-seconds",
+                "0.1",
+            ]
         else:
             width, precision, variants = 64, "bf16-mixed", ["eager-cl", "compile-cl", "eager"]
-            sizes = ["--device", "gpu", "--batch-size", "512", "--steps", "20", "--warmup", "5", "--workers", "8",
-                     "--lightly-precision", "bf16-mixed", "--methods", "simclr", "mocov2"]
+            sizes = [
+                "--device",
+                "gpu",
+                "--batch-size",
+                "512",
+                "--steps",
+                "20",
+                "--warmup",
+                "5",
+                "--workers",
+                "8",
+                "--lightly-precision",
+                "bf16-mixed",
+                "--methods",
+                "simclr",
+                "mocov2",
+            ]
         sizes += ["--widths", str(width), "--precisions", precision, "--variants", *variants]
         # SimCLR as the engine ships it (eager, channels_last): what sizes the SimCLR runs below
         self.simclr_pairs_key = f"ours-simclr-w{width}-{precision}_pairs_per_s"
-        output = self.run(Part("throughput", "Pre-training throughput, ours vs lightly", self.limit(200)),
-                          [PY, "benchmarks/pretrain_throughput.py", "--data-dir", self.args.data, "--rounds", "1", "--partial",
-                           "--output", str(self.work / "throughput"), *sizes], reserve=self.reserve(after="throughput"))
+        output = self.run(
+            Part("throughput", "Pre-training throughput, ours vs lightly", self.limit(200)),
+            [
+                PY,
+                "benchmarks/pretrain_throughput.py",
+                "--data-dir",
+                self.args.data,
+                "--rounds",
+                "1",
+                "--partial",
+                "--output",
+                str(self.work / "throughput"),
+                *sizes,
+            ],
+            reserve=self.reserve(after="throughput"),
+        )
         self.parts[-1].figures = last_json(output)
 
     def overhead(self) -> None:
-        sizes = (["--device", "cpu", "--width", "8", "--batch-size", "16", "--image-size", "16", "--repeats", "1",
-                  "--warmup", "0", "--threads", "1", "--methods", "mocov2", "simclr"] if self.dry
-                 else ["--device", "cuda", "--width", "64", "--batch-size", "512", "--repeats", "10", "--warmup", "3",
-                       "--precision", "bf16-mixed"])
-        output = self.run(Part("overhead", "Hallucinator step-time overhead", self.limit(60)),
-                          [PY, "benchmarks/hallucinator_overhead.py", *sizes], reserve=self.reserve(after="overhead"))
+        sizes = (
+            [
+                "--device",
+                "cpu",
+                "--width",
+                "8",
+                "--batch-size",
+                "16",
+                "--image-size",
+                "16",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--threads",
+                "1",
+                "--methods",
+                "mocov2",
+                "simclr",
+            ]
+            if self.dry
+            else [
+                "--device",
+                "cuda",
+                "--width",
+                "64",
+                "--batch-size",
+                "512",
+                "--repeats",
+                "10",
+                "--warmup",
+                "3",
+                "--precision",
+                "bf16-mixed",
+            ]
+        )
+        output = self.run(
+            Part("overhead", "Hallucinator step-time overhead", self.limit(60)),
+            [PY, "benchmarks/hallucinator_overhead.py", *sizes],
+            reserve=self.reserve(after="overhead"),
+        )
         self.parts[-1].figures = last_json(output)
 
     def data_path(self) -> None:
-        sizes = (["--device", "cpu", "--rehearse", "--synthetic", "64", "--width", "8", "--batch-size", "16",
-                  "--steps", "1", "--precision", "32-true", "--threads", "1"] if self.dry
-                 else ["--device", "cuda", "--data-dir", self.args.data, "--width", "64", "--batch-size", "512",
-                       "--steps", "10", "--precision", "bf16-mixed"])
-        output = self.run(Part("data_path", "GPU-resident data path: host syncs, GPU busy", self.limit(45)),
-                          [PY, "benchmarks/data_path_profile.py", *sizes], reserve=self.reserve(after="data_path"))
+        sizes = (
+            [
+                "--device",
+                "cpu",
+                "--rehearse",
+                "--synthetic",
+                "64",
+                "--width",
+                "8",
+                "--batch-size",
+                "16",
+                "--steps",
+                "1",
+                "--precision",
+                "32-true",
+                "--threads",
+                "1",
+            ]
+            if self.dry
+            else [
+                "--device",
+                "cuda",
+                "--data-dir",
+                self.args.data,
+                "--width",
+                "64",
+                "--batch-size",
+                "512",
+                "--steps",
+                "10",
+                "--precision",
+                "bf16-mixed",
+            ]
+        )
+        output = self.run(
+            Part("data_path", "GPU-resident data path: host syncs, GPU busy", self.limit(45)),
+            [PY, "benchmarks/data_path_profile.py", *sizes],
+            reserve=self.reserve(after="data_path"),
+        )
         self.parts[-1].figures = last_json(output)
 
     def epochs_that_fit(self, seconds: float) -> int:
@@ -202,23 +346,52 @@ class Check:
         share = (self.left() - 10) / 2
         planned = self.epochs_that_fit(share)
         if self.dry:  # the plan is computed (and reported) all the same; the runs take 2 steps
-            sizes = ["--device", "cpu", "--trainer.max_steps=2", "--data.limit=64", "--batch-size", "16",
-                     "--model.width=8", "--knn-limit", "64", "--trainer.cpu_threads=1"]
+            sizes = [
+                "--device",
+                "cpu",
+                "--trainer.max_steps=2",
+                "--data.limit=64",
+                "--batch-size",
+                "16",
+                "--model.width=8",
+                "--knn-limit",
+                "64",
+                "--trainer.cpu_threads=1",
+            ]
             epochs = 1
         else:
             epochs = planned
             sizes = ["--device", "gpu", "--trainer.checkpoint_every_n_epochs=0"]
         for number, (name, config) in enumerate(runs):
             run = self.work / name
-            command = [PY, "experiments/device_check.py", "--pretrain-and-report-memory", "--",
-                       f"configs/table1/{config}.yaml", "--data-dir", self.args.data, "--output-dir", str(run),
-                       "--epochs", str(epochs), "--trainer.progress_bar=false", *sizes]
-            part = Part(name, f"SimCLR {'with' if name.endswith('on') else 'without'} the Hallucinator, "
-                              f"{epochs} epochs", share + 5)
+            command = [
+                PY,
+                "experiments/device_check.py",
+                "--pretrain-and-report-memory",
+                "--",
+                f"configs/table1/{config}.yaml",
+                "--data-dir",
+                self.args.data,
+                "--output-dir",
+                str(run),
+                "--epochs",
+                str(epochs),
+                "--trainer.progress_bar=false",
+                *sizes,
+            ]
+            part = Part(
+                name,
+                f"SimCLR {'with' if name.endswith('on') else 'without'} the Hallucinator, {epochs} epochs",
+                share + 5,
+            )
             output = self.run(part, command, reserve=0 if number else share - 5)
             measured = next((p.figures for p in self.parts if p.name == "throughput"), {}).get(self.simclr_pairs_key)
-            part.figures = {"epochs": epochs, "planned_epochs": planned, "planned_from_pairs_per_s": measured,
-                            **last_json(output)}
+            part.figures = {
+                "epochs": epochs,
+                "planned_epochs": planned,
+                "planned_from_pairs_per_s": measured,
+                **last_json(output),
+            }
             knn = re.search(r"kNN top-1 on the cifar10 test set \((.*?)\): ([\d.]+) % \(top-5 ([\d.]+) %", output)
             if knn:
                 part.figures.update(knn_images=knn[1], knn_top1=float(knn[2]), knn_top5=float(knn[3]))
@@ -232,29 +405,38 @@ class Check:
 
     def reserve(self, after: str) -> float:
         names = list(self.MINIMA)
-        later = names[names.index(after) + 1:]
+        later = names[names.index(after) + 1 :]
         return 0.0 if self.dry else sum(self.MINIMA[name] for name in later)
 
     # ---- the report
 
     def write(self) -> None:
-        report = {"elapsed_s": round(time.monotonic() - self.started, 1), "budget_s": self.args.budget,
-                  "parts": {p.name: {"status": p.status, "seconds": p.seconds, "note": p.note, **p.figures}
-                            for p in self.parts}}
+        report = {
+            "elapsed_s": round(time.monotonic() - self.started, 1),
+            "budget_s": self.args.budget,
+            "parts": {
+                p.name: {"status": p.status, "seconds": p.seconds, "note": p.note, **p.figures} for p in self.parts
+            },
+        }
         (self.out / "device_check.json").write_text(json.dumps(report, indent=1))
         (self.out / "device_check.md").write_text(self.markdown(report))
 
     def markdown(self, report: dict) -> str:
         env = report["parts"].get("environment", {})
-        lines = ["# Device check", "",
-                 f"GPU: {env.get('gpu') or 'none (CPU dry run)'}"
-                 + (f", {env.get('gpu_memory_gb')} GiB, capability {env.get('gpu_capability')}" if env.get("gpu") else ""),
-                 f"torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, Python {env.get('python')}, "
-                 f"{env.get('cpu_count')} CPUs ({env.get('cpu_capability')}); lightly: "
-                 f"{env.get('lightly') or 'not installed (its side of the throughput comparison is skipped)'}",
-                 f"Elapsed {report['elapsed_s']:.0f} s of a {report['budget_s']:.0f} s budget"
-                 + ("; DRY RUN: tiny sizes on the CPU, no figure here means anything" if env.get("dry_run") else ""), "",
-                 "| part | status | seconds | note |", "| --- | --- | --- | --- |"]
+        lines = [
+            "# Device check",
+            "",
+            f"GPU: {env.get('gpu') or 'none (CPU dry run)'}"
+            + (f", {env.get('gpu_memory_gb')} GiB, capability {env.get('gpu_capability')}" if env.get("gpu") else ""),
+            f"torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, Python {env.get('python')}, "
+            f"{env.get('cpu_count')} CPUs ({env.get('cpu_capability')}); lightly: "
+            f"{env.get('lightly') or 'not installed (its side of the throughput comparison is skipped)'}",
+            f"Elapsed {report['elapsed_s']:.0f} s of a {report['budget_s']:.0f} s budget"
+            + ("; DRY RUN: tiny sizes on the CPU, no figure here means anything" if env.get("dry_run") else ""),
+            "",
+            "| part | status | seconds | note |",
+            "| --- | --- | --- | --- |",
+        ]
         for part in self.parts:
             lines.append(f"| {part.title} | {part.status} | {part.seconds:.0f} | {part.note.replace('|', '/')} |")
         lines += ["", "## Figures", ""]
@@ -275,8 +457,11 @@ class Check:
             self.write()
         self.log.close()
         failed = [p.name for p in self.parts if p.status != "ok"]
-        print(f"device check: {len(self.parts) - len(failed)} of {len(self.parts)} parts ok"
-              + (f"; not ok: {', '.join(failed)}" if failed else "") + f"; report in {self.out}/device_check.md")
+        print(
+            f"device check: {len(self.parts) - len(failed)} of {len(self.parts)} parts ok"
+            + (f"; not ok: {', '.join(failed)}" if failed else "")
+            + f"; report in {self.out}/device_check.md"
+        )
         return 1 if failed else 0
 
 
@@ -313,7 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("data", nargs="?", default="../shared/datasets/cifar10-jpeg.tar.gz", help="CIFAR-10 archive")
     parser.add_argument("--dry-run", action="store_true", help="every part with tiny sizes on the CPU")
     parser.add_argument("--budget", type=float, default=540.0, help="seconds for everything (default 9 minutes)")
-    parser.add_argument("--work-dir", default="/tmp/hallucinator-device-check", help="runs and checkpoints (not copied back)")
+    parser.add_argument(
+        "--work-dir", default="/tmp/hallucinator-device-check", help="runs and checkpoints (not copied back)"
+    )
     args = parser.parse_args(argv)
     # relative to where the command was started; the parts run in the repository root
     args.out, args.data, args.work_dir = (str(Path(path).resolve()) for path in (args.out, args.data, args.work_dir))
@@ -324,7 +511,10 @@ def main(argv: list[str] | None = None) -> int:
             print("device check: torch sees no CUDA device; on a machine without one use --dry-run", file=sys.stderr)
             return 2
     if not Path(args.data).exists():
-        print(f"device check: no dataset at {args.data}; pass the CIFAR-10 archive as the second argument", file=sys.stderr)
+        print(
+            f"device check: no dataset at {args.data}; pass the CIFAR-10 archive as the second argument",
+            file=sys.stderr,
+        )
         return 2
     return Check(args).main()
 

@@ -15,7 +15,9 @@ from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # HALLUCINATOR_TEST_CIFAR10: the archive elsewhere (a GPU machine without ../shared; experiments/device_check.sh)
-CIFAR10_ARCHIVE = Path(os.environ.get("HALLUCINATOR_TEST_CIFAR10", PROJECT_ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"))
+CIFAR10_ARCHIVE = Path(
+    os.environ.get("HALLUCINATOR_TEST_CIFAR10", PROJECT_ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
+)
 
 
 @pytest.fixture(autouse=True)

@@ -23,10 +23,14 @@ def test_width_64_imagenet_stem_is_torchvision_resnet_without_fc(name: str) -> N
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours(images), reference.eval()(images))
-    assert ours.num_features == reference_shapes["layer4.1.bn1.weight" if name != "resnet50" else "layer4.2.bn3.weight"][0]
+    assert (
+        ours.num_features == reference_shapes["layer4.1.bn1.weight" if name != "resnet50" else "layer4.2.bn3.weight"][0]
+    )
 
 
-@pytest.mark.parametrize(("name", "width", "features"), [("resnet18", 16, 128), ("resnet34", 8, 64), ("resnet50", 16, 512)])
+@pytest.mark.parametrize(
+    ("name", "width", "features"), [("resnet18", 16, 128), ("resnet34", 8, 64), ("resnet50", 16, 512)]
+)
 def test_width_scales_every_stage_and_keeps_torchvision_keys(name: str, width: int, features: int) -> None:
     ours = backbones.build(name, cifar_stem=True, width=width)
     reference = torchvision.models.get_model(name, weights=None).state_dict()

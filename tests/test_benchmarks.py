@@ -45,8 +45,20 @@ def test_precision_parity_trains_both_precisions_and_compares_them(
     cifar10_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tiny = ["--model.width=8", "--batch-size=16", "--data.limit=64", "--trainer.max_steps=2", "--trainer.cpu_threads=1"]
-    arguments = ["configs/base/small.yaml", "--data-dir", str(cifar10_archive), "--output-dir", str(tmp_path),
-                 "--seeds", "0", "1", "--knn-limit", "64", "--", *tiny]
+    arguments = [
+        "configs/base/small.yaml",
+        "--data-dir",
+        str(cifar10_archive),
+        "--output-dir",
+        str(tmp_path),
+        "--seeds",
+        "0",
+        "1",
+        "--knn-limit",
+        "64",
+        "--",
+        *tiny,
+    ]
     figures = load_benchmark("precision_parity").main(arguments)
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == json.loads(json.dumps(figures))
@@ -55,7 +67,9 @@ def test_precision_parity_trains_both_precisions_and_compares_them(
         for seed in (0, 1):
             run = tmp_path / f"{precision}_s{seed}"
             config = (run / "config.yaml").read_text()
-            assert f"precision: {'32-true' if precision == '32' else 'bf16-mixed'}" in config and f"seed: {seed}" in config
+            assert (
+                f"precision: {'32-true' if precision == '32' else 'bf16-mixed'}" in config and f"seed: {seed}" in config
+            )
     difference = figures["knn_top1_bf16_mean"] - figures["knn_top1_32_mean"]
     assert figures["knn_top1_difference"] == pytest.approx(difference)
     assert figures["speedup"] == pytest.approx(figures["pairs_per_s_bf16"] / figures["pairs_per_s_32"])
@@ -80,8 +94,22 @@ def test_data_path_profile_rehearsal_finds_no_host_sync_in_the_data_step(capsys:
 
     accelerator_form = augment.avoids_host_sync
     profile = load_benchmark("data_path_profile")
-    tiny = ["--device", "cpu", "--synthetic", "64", "--width", "8", "--batch-size", "16", "--steps", "1",
-            "--precision", "32-true", "--threads", "1"]
+    tiny = [
+        "--device",
+        "cpu",
+        "--synthetic",
+        "64",
+        "--width",
+        "8",
+        "--batch-size",
+        "16",
+        "--steps",
+        "1",
+        "--precision",
+        "32-true",
+        "--threads",
+        "1",
+    ]
     subset = profile.main(tiny)  # the CPU's own form: the counter does see syncs
     assert subset["data_sync_ops"].get("aten::nonzero", 0) > 0 and not subset["rehearse"]
     rehearsed = profile.main([*tiny, "--rehearse"])

@@ -35,7 +35,6 @@ def test_without_a_process_group_everything_is_the_identity() -> None:
     assert distributed.batch_unshuffle(x, None) is x
 
 
-
 def _simclr() -> SimCLR:
     torch.manual_seed(0)
     hallucinator = Hallucinator(dim=5, extrapolation=(0.1, 0.1))  # fixed lam: the same draw in every process

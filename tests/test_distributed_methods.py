@@ -30,7 +30,6 @@ SMALL = {
 }
 
 
-
 def _model(name: str) -> methods.SSLMethod:
     torch.manual_seed(0)
     hallucinator = Hallucinator(dim=5, num_layers=2, extrapolation=(0.1, 0.1))  # fixed lam: the same in every process

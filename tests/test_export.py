@@ -124,7 +124,8 @@ def test_timm_export_of_a_vit_loads_strictly_into_timm(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(model.eval()(x), vit.eval()(x))
     assert timm_loading_code("vit_tiny", 32) == (
-        "timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=0, patch_size=4, img_size=32)")
+        "timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=0, patch_size=4, img_size=32)"
+    )
     with pytest.raises(ValueError, match="--format timm"):
         export_state_dict(vit.state_dict(), tmp_path / "vit-tv.pth", "torchvision", arch="vit_tiny")
 
@@ -135,7 +136,9 @@ def test_timm_export_of_a_resnet_and_safetensors(tmp_path, resnet50_state):
 
     path = export_state_dict(resnet50_state, tmp_path / "r50.safetensors", "timm", arch="resnet50", safetensors=True)
     weights = load_file(path)
-    assert weights.keys() == resnet50_state.keys() and all(torch.equal(weights[k], v) for k, v in resnet50_state.items())
+    assert weights.keys() == resnet50_state.keys() and all(
+        torch.equal(weights[k], v) for k, v in resnet50_state.items()
+    )
     model = timm.create_model("resnet50", pretrained=False, num_classes=0)
     assert not any(model.load_state_dict(weights))  # no missing, no unexpected key
     backbone = backbones.build("resnet50")
@@ -153,8 +156,10 @@ def test_timm_export_from_the_cli(tmp_path, capsys):
     out = tmp_path / "vit.safetensors"
     assert main(["export", str(checkpoint), str(out), "--format", "timm", "--safetensors"]) == 0
     printed = capsys.readouterr().out
-    assert "load them with: timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=0, " \
-           "patch_size=4, img_size=32)" in printed
+    assert (
+        "load them with: timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=0, "
+        "patch_size=4, img_size=32)" in printed
+    )
     import timm
     from safetensors.torch import load_file
 

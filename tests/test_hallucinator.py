@@ -43,7 +43,11 @@ def test_default_network_widths_are_2d_2d_2d_d_with_relu_between() -> None:
     hallucinator = Hallucinator(dim=5)
     layers = list(hallucinator.net)
     assert [type(m) for m in layers] == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
-    assert [(m.in_features, m.out_features) for m in layers if isinstance(m, nn.Linear)] == [(10, 10), (10, 10), (10, 5)]
+    assert [(m.in_features, m.out_features) for m in layers if isinstance(m, nn.Linear)] == [
+        (10, 10),
+        (10, 10),
+        (10, 5),
+    ]
     assert hallucinator.extrapolation == (0.0, 0.1) and not hallucinator.per_sample
 
 

@@ -84,7 +84,9 @@ def _strip_classifier(model: nn.Module, name: str) -> nn.Module:
         if isinstance(module, nn.Linear):
             last = module_name
     if last is None:
-        raise ValueError(f"torchvision model {name!r} has no final Linear classifier to remove; use one of {available()}")
+        raise ValueError(
+            f"torchvision model {name!r} has no final Linear classifier to remove; use one of {available()}"
+        )
     parent_name, _, attribute = last.rpartition(".")
     parent = model.get_submodule(parent_name)
     in_features = getattr(parent, attribute).in_features

@@ -97,12 +97,16 @@ def timm_state_dict(state: Mapping[str, Tensor], backbone: str, image_size: int 
     if spec is None:
         raise ValueError(f"--format timm: backbone {backbone!r} has no timm counterpart; use --format torchvision")
     arch, kwargs = spec
-    reference = {k: v.shape for k, v in timm.create_model(arch, pretrained=False, num_classes=0, **kwargs).state_dict().items()}
+    reference = {
+        k: v.shape for k, v in timm.create_model(arch, pretrained=False, num_classes=0, **kwargs).state_dict().items()
+    }
     exported = {key: value.detach().cpu().contiguous() for key, value in state.items()}
     missing, unexpected = sorted(set(reference) - set(exported)), sorted(set(exported) - set(reference))
     if missing or unexpected:
-        raise ValueError(f"--format timm: the weights do not match timm's {arch} (missing {missing[:3]}, unexpected "
-                         f"{unexpected[:3]}); is this a {backbone} backbone?")
+        raise ValueError(
+            f"--format timm: the weights do not match timm's {arch} (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}); is this a {backbone} backbone?"
+        )
     wrong = [k for k, v in exported.items() if v.shape != reference[k]]
     if wrong:
         warnings.warn(
@@ -145,8 +149,10 @@ def export_state_dict(
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if safetensors and fmt == "detectron2":
-        raise ValueError("--safetensors: detectron2 reads its pickled format only; drop --safetensors or use "
-                         "--format torchvision / timm")
+        raise ValueError(
+            "--safetensors: detectron2 reads its pickled format only; drop --safetensors or use "
+            "--format torchvision / timm"
+        )
     if fmt == "timm" and arch is None:
         raise ValueError("--format timm needs the backbone's name (arch)")
     if fmt != "timm" and arch is not None and backbones.timm_spec(arch) is not None:
@@ -165,8 +171,9 @@ def export_state_dict(
     return out
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "torchvision", *,
-                      safetensors: bool = False) -> Path:
+def export_checkpoint(
+    checkpoint: str | Path, out: str | Path, fmt: str = "torchvision", *, safetensors: bool = False
+) -> Path:
     """Exports the backbone of a ``hallucinator pretrain`` checkpoint.
 
     Example:
@@ -176,8 +183,14 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "torch
     from hallucinator.engine.checkpoint import load_backbone
 
     backbone, config = load_backbone(checkpoint)
-    return export_state_dict(backbone.state_dict(), out, fmt, config.model.backbone,
-                             image_size=config.data.image_size, safetensors=safetensors)
+    return export_state_dict(
+        backbone.state_dict(),
+        out,
+        fmt,
+        config.model.backbone,
+        image_size=config.data.image_size,
+        safetensors=safetensors,
+    )
 
 
 def load_backbone(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:

@@ -101,7 +101,9 @@ class Hallucinator(nn.Module):
         if beta1 > beta2:
             raise ValueError(f"extrapolation must be (beta1, beta2) with beta1 <= beta2, got {extrapolation}")
         if extrapolation_mode not in EXTRAPOLATION_MODES:
-            raise ValueError(f"extrapolation_mode must be one of {list(EXTRAPOLATION_MODES)}, got {extrapolation_mode!r}")
+            raise ValueError(
+                f"extrapolation_mode must be one of {list(EXTRAPOLATION_MODES)}, got {extrapolation_mode!r}"
+            )
         if train_mode not in TRAIN_MODES:
             raise ValueError(f"train_mode must be one of {list(TRAIN_MODES)}, got {train_mode!r}")
         if not 0.0 < adversarial_strength <= 1.0:
@@ -111,7 +113,9 @@ class Hallucinator(nn.Module):
         if guard_weight > 0 and train_mode != "joint":
             # a frozen H has nothing to guard (the penalty would move the encoder instead), and the
             # reversed gradient of an adversarial H would turn the guard into its opposite
-            raise ValueError(f"the hardness guard (guard_weight > 0) constrains a jointly trained H; got train_mode={train_mode!r}")
+            raise ValueError(
+                f"the hardness guard (guard_weight > 0) constrains a jointly trained H; got train_mode={train_mode!r}"
+            )
         self.extrapolation_mode = extrapolation_mode
         self.train_mode = train_mode
         self.adversarial_strength = float(adversarial_strength)
@@ -153,7 +157,9 @@ class Hallucinator(nn.Module):
     def pair(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The hallucinated positive pair: ``(q_hat, k)``, or ``(q_hat, k')`` in ``symmetric`` mode."""
         if q.shape != k.shape or q.ndim != 2:
-            raise ValueError(f"q and k must have the same shape (N, {self.dim}), got {tuple(q.shape)} and {tuple(k.shape)}")
+            raise ValueError(
+                f"q and k must have the same shape (N, {self.dim}), got {tuple(q.shape)} and {tuple(k.shape)}"
+            )
         if q.shape[1] != self.dim:
             raise ValueError(
                 f"q and k have {q.shape[1]} features but this Hallucinator was built with dim={self.dim}; "

@@ -26,7 +26,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
         >>> loss = nt_xent(torch.randn(8, 128), torch.randn(8, 128), temperature=0.5)
     """
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(f"nt_xent needs z1 and z2 of the same shape (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"nt_xent needs z1 and z2 of the same shape (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     n = z1.shape[0]
     local = F.normalize(torch.cat([z1, z2]), dim=1)  # (2n, D): anchors, view-1 rows then view-2 rows
     world = distributed.world_size()
@@ -112,10 +114,14 @@ def _global_pair(z1: torch.Tensor, z2: torch.Tensor, name: str) -> tuple[torch.T
     summed over processes and DDP averages it, which is again the single-process gradient.
     """
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(f"{name} needs z1 and z2 of the same shape (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"{name} needs z1 and z2 of the same shape (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     z1, z2 = distributed.gather_with_grad(z1), distributed.gather_with_grad(z2)
     if z1.shape[0] < 2:
-        raise ValueError(f"{name} needs batch statistics of at least 2 samples, got {z1.shape[0]}; use a batch size of at least 2")
+        raise ValueError(
+            f"{name} needs batch statistics of at least 2 samples, got {z1.shape[0]}; use a batch size of at least 2"
+        )
     return z1, z2
 
 

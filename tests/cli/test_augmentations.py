@@ -8,14 +8,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from hallucinator.evaluation.augmentation_grid import write_grid
 from hallucinator.data import presets
+from hallucinator.evaluation.augmentation_grid import write_grid
 
 
 def test_grid_title_does_not_cover_the_column_titles(tmp_path, monkeypatch):
     drawn = []
     monkeypatch.setattr(plt, "close", drawn.append)  # keep the figure open to inspect it
-    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)  # the default; with 8 rows the title used to overlap
+    images = torch.randint(
+        0, 256, (8, 3, 32, 32), dtype=torch.uint8
+    )  # the default; with 8 rows the title used to overlap
     two_views, recipe = presets.build("cifar10-mocov2", 32), presets.recipe("cifar10-mocov2")
     write_grid(images, two_views, recipe, tmp_path / "grid.png", title="cifar10-mocov2: p=0.5")
     (figure,) = drawn
@@ -24,7 +26,11 @@ def test_grid_title_does_not_cover_the_column_titles(tmp_path, monkeypatch):
     axes = figure.get_axes()
     assert len(axes) == 8 * 3
     headers = [ax.title for ax in axes if ax.get_title()]
-    assert [header.get_text() for header in headers] == ["source (dashed: central box)", "view 1 (hallucinated)", "view 2"]
+    assert [header.get_text() for header in headers] == [
+        "source (dashed: central box)",
+        "view 1 (hallucinated)",
+        "view 2",
+    ]
     for header in headers:
         assert not suptitle.overlaps(header.get_window_extent(renderer)), header.get_text()
     plt.close(figure)

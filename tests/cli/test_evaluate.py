@@ -85,8 +85,20 @@ def test_knn_linear_metrics_and_report(run, tmp_path, capsys):
 
 
 def test_plot_with_distribution(run, tmp_path, capsys):
-    code, out, err = call(capsys, "plot", run, run, "--names", "a", "b", "--out", tmp_path / "plots",
-                          "--distribution", "--cache-dir", tmp_path / "cache")
+    code, out, err = call(
+        capsys,
+        "plot",
+        run,
+        run,
+        "--names",
+        "a",
+        "b",
+        "--out",
+        tmp_path / "plots",
+        "--distribution",
+        "--cache-dir",
+        tmp_path / "cache",
+    )
     assert code == 0, err
     for name in ("positive_similarity", "training_curves", "feature_distribution"):
         for suffix in (".png", ".svg"):

@@ -17,6 +17,16 @@ def test_the_parser_imports_no_torch():
 
 def test_help_lists_every_subcommand():
     out = subprocess.run([sys.executable, "-m", "hallucinator", "--help"], capture_output=True, text=True).stdout
-    for command in ("pretrain", "sweep", "knn", "linear", "metrics", "report", "plot", "show-augmentations",
-                    "export", "embed"):
+    for command in (
+        "pretrain",
+        "sweep",
+        "knn",
+        "linear",
+        "metrics",
+        "report",
+        "plot",
+        "show-augmentations",
+        "export",
+        "embed",
+    ):
         assert command in out

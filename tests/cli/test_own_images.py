@@ -15,8 +15,14 @@ import hallucinator
 from hallucinator.cli import main
 from hallucinator.data import DATASETS
 
-TINY = ["--model.width=8", "--batch-size=16", "--trainer.max_steps=2", "--trainer.progress_bar=false",
-        "--trainer.cpu_threads=1", "--device=cpu"]
+TINY = [
+    "--model.width=8",
+    "--batch-size=16",
+    "--trainer.max_steps=2",
+    "--trainer.progress_bar=false",
+    "--trainer.cpu_threads=1",
+    "--device=cpu",
+]
 MODES = [("RGB", "jpg"), ("L", "png"), ("RGBA", "png"), ("P", "bmp"), ("CMYK", "jpg"), ("RGB", "webp")]
 
 
@@ -51,8 +57,18 @@ def photos(cifar10_subset, tmp_path_factory) -> tuple[Path, dict[str, np.ndarray
 def test_a_folder_of_mixed_photos_pretrains_then_embeds(photos, tmp_path, capsys) -> None:
     root, exact = photos
     run, cache = tmp_path / "run", tmp_path / "cache"
-    base = ["pretrain", "configs/base/small.yaml", "--dataset=imagefolder", "--data-dir", str(root),
-            "--output-dir", str(run), "--data.cache_dir", str(cache), *TINY]
+    base = [
+        "pretrain",
+        "configs/base/small.yaml",
+        "--dataset=imagefolder",
+        "--data-dir",
+        str(root),
+        "--output-dir",
+        str(run),
+        "--data.cache_dir",
+        str(cache),
+        *TINY,
+    ]
     assert main(base) == 2  # the default: stop before training, naming the broken file and the fix
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "1 unreadable images" in err and "broken.jpg" in err
@@ -113,9 +129,23 @@ def test_a_labeled_folder_over_the_budget_streams_and_holds_out_a_knn_split(phot
     for n, name in enumerate(sorted(exact)):  # 2 classes of 10 lossless images
         (labeled / f"class{n % 2}").mkdir(parents=True, exist_ok=True)
         Image.fromarray(exact[name]).save(labeled / f"class{n % 2}" / f"{n}.png")
-    code = main(["pretrain", "configs/base/small.yaml", "--dataset=imagefolder", "--data-dir", str(labeled),
-                 "--output-dir", str(tmp_path / "run"), "--data.cache_dir", str(tmp_path / "cache"), *TINY,
-                 "--data.holdout_fraction=0.2", "--data.memory_budget_gb=0.00001", "--data.num_workers=2"])
+    code = main(
+        [
+            "pretrain",
+            "configs/base/small.yaml",
+            "--dataset=imagefolder",
+            "--data-dir",
+            str(labeled),
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--data.cache_dir",
+            str(tmp_path / "cache"),
+            *TINY,
+            "--data.holdout_fraction=0.2",
+            "--data.memory_budget_gb=0.00001",
+            "--data.num_workers=2",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "(pretrain): 16 images, 2 classes; streaming from the files, decoded in DataLoader workers" in out
@@ -127,7 +157,10 @@ def test_embed_checks_its_output_before_any_work(tmp_path, capsys) -> None:
     # the checkpoint does not even exist: the output is refused first, in one line
     embed = ["embed", str(tmp_path / "missing.ckpt"), "--data-dir", str(tmp_path)]
     assert main([*embed, "--output", str(tmp_path / "e.csv")]) == 2
-    assert capsys.readouterr().err == f"hallucinator embed: --output {tmp_path / 'e.csv'}: the file must end in .npz or .parquet\n"
+    assert (
+        capsys.readouterr().err
+        == f"hallucinator embed: --output {tmp_path / 'e.csv'}: the file must end in .npz or .parquet\n"
+    )
     try:
         import pyarrow  # noqa: F401
     except ImportError:
@@ -137,7 +170,9 @@ def test_embed_checks_its_output_before_any_work(tmp_path, capsys) -> None:
     assert "checkpoint not found" in capsys.readouterr().err
 
 
-def test_an_archive_without_test_split_keeps_the_training_and_says_why_knn_did_not_run(photos, tmp_path, capsys) -> None:
+def test_an_archive_without_test_split_keeps_the_training_and_says_why_knn_did_not_run(
+    photos, tmp_path, capsys
+) -> None:
     import tarfile
 
     root, exact = photos
@@ -145,9 +180,21 @@ def test_an_archive_without_test_split_keeps_the_training_and_says_why_knn_did_n
     with tarfile.open(archive, "w") as tar:
         for n, name in enumerate(sorted(exact)):
             tar.add(root / name, arcname=f"train/class{n % 2}/{n}.png")
-    code = main(["pretrain", "configs/base/small.yaml", "--dataset=imagefolder", "--data-dir", str(archive),
-                 "--output-dir", str(tmp_path / "run"), "--data.cache_dir", str(tmp_path / "cache"), *TINY,
-                 "--trainer.knn_every_n_epochs=0"])
+    code = main(
+        [
+            "pretrain",
+            "configs/base/small.yaml",
+            "--dataset=imagefolder",
+            "--data-dir",
+            str(archive),
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--data.cache_dir",
+            str(tmp_path / "cache"),
+            *TINY,
+            "--trainer.knn_every_n_epochs=0",
+        ]
+    )
     assert code == 2
     last = capsys.readouterr().err.splitlines()[-1]  # after Lightning's own INFO lines
     assert last.startswith("hallucinator pretrain: final kNN not run: archive") and "has no test images" in last

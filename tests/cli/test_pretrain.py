@@ -49,7 +49,18 @@ def metrics(run: Path) -> list[dict[str, str]]:
 
 
 def pretrain(cifar10_archive: Path, run: Path, *extra: str) -> int:
-    return main(["pretrain", "configs/base/small.yaml", "--data-dir", str(cifar10_archive), "--output-dir", str(run), *TINY, *extra])
+    return main(
+        [
+            "pretrain",
+            "configs/base/small.yaml",
+            "--data-dir",
+            str(cifar10_archive),
+            "--output-dir",
+            str(run),
+            *TINY,
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.parametrize("hallucinator", [True, False], ids=["hal", "plain"])
@@ -63,7 +74,11 @@ def test_each_method(cifar10_archive: Path, tmp_path: Path, method: str, halluci
     assert [int(r["step"]) for r in rows] == [0, 1]
     assert all(math.isfinite(float(r["train/loss"])) for r in rows)
     assert all(("train/loss_hallucinated" in r and r["train/loss_hallucinated"] != "") == hallucinator for r in rows)
-    hardness = ["train/pos_similarity", "train/extrap_similarity", "train/hal_similarity"] if hallucinator else ["train/pos_similarity"]
+    hardness = (
+        ["train/pos_similarity", "train/extrap_similarity", "train/hal_similarity"]
+        if hallucinator
+        else ["train/pos_similarity"]
+    )
     assert all(-1 <= float(r[key]) <= 1 for r in rows for key in hardness)  # every run logs the Fig. 4 cosines
     assert (tmp_path / "config.yaml").is_file() and not list(tmp_path.rglob("*.tmp"))
     backbone, config = load_backbone(tmp_path / "checkpoints" / "last.ckpt")
@@ -115,7 +130,14 @@ def test_bad_value_names_the_key(cifar10_archive: Path, tmp_path: Path, capsys: 
 
 
 def test_print_config_applies_short_flags(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    args = ["pretrain", "configs/table1/cifar10_mocov2_hal.yaml", "--print-config", "--epochs", "3", "--no-hallucinator"]
+    args = [
+        "pretrain",
+        "configs/table1/cifar10_mocov2_hal.yaml",
+        "--print-config",
+        "--epochs",
+        "3",
+        "--no-hallucinator",
+    ]
     assert main([*args, "--seed=5", "--model.hparams.temperature=0.3"]) == 0
     out = capsys.readouterr().out
     assert "max_epochs: 3" in out and "enabled: false" in out and "seed: 5" in out
@@ -166,8 +188,17 @@ def test_throughput_over_resumed_segments_is_pairs_over_step_time() -> None:
 
 def test_missing_data_is_one_line_even_with_the_knn_monitor(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # the paper configs monitor kNN, whose datasets are opened before training
-    code = main(["pretrain", "configs/table1/cifar10_simclr_hal.yaml", "--data-dir", str(tmp_path / "nowhere"),
-                 "--output-dir", str(tmp_path / "run"), "--device=cpu"])
+    code = main(
+        [
+            "pretrain",
+            "configs/table1/cifar10_simclr_hal.yaml",
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--device=cpu",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("hallucinator pretrain: cifar10 not found at") and "Traceback" not in err
@@ -180,8 +211,21 @@ def test_corrupt_image_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -
         (tmp_path / "data" / split / "a").mkdir(parents=True)
         (tmp_path / "data" / split / "a" / "good.jpg").write_bytes(image.getvalue())
     (tmp_path / "data" / "train" / "a" / "broken.jpg").write_bytes(image.getvalue()[:20])
-    code = main(["pretrain", "configs/base/small.yaml", "--dataset=imagefolder", "--data-dir", str(tmp_path / "data"),
-                 "--output-dir", str(tmp_path / "run"), "--data.cache_dir", str(tmp_path / "cache"), *TINY, "--no-knn"])
+    code = main(
+        [
+            "pretrain",
+            "configs/base/small.yaml",
+            "--dataset=imagefolder",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--data.cache_dir",
+            str(tmp_path / "cache"),
+            *TINY,
+            "--no-knn",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("hallucinator pretrain: 1 unreadable images in") and "train/a/broken.jpg" in err
@@ -189,7 +233,13 @@ def test_corrupt_image_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -
 
 
 def test_a_vit_backbone_pretrains_and_loads(cifar10_archive: Path, tmp_path: Path) -> None:
-    vit = ["--model.backbone=vit_tiny", "--model.cifar_stem=false", "--model.width=64", "--data.crop_size=24", "--no-knn"]
+    vit = [
+        "--model.backbone=vit_tiny",
+        "--model.cifar_stem=false",
+        "--model.width=64",
+        "--data.crop_size=24",
+        "--no-knn",
+    ]
     assert pretrain(cifar10_archive, tmp_path, *vit) == 0
     backbone, config = load_backbone(tmp_path / "checkpoints" / "last.ckpt")
     assert config.model.backbone == "vit_tiny" and backbone.patch_embed.patch_size == (4, 4)

@@ -10,8 +10,16 @@ import pytest
 from hallucinator.cli import main
 from hallucinator.cli.sweep import SweepError, parse_grid, plan, split_values
 
-TINY = ["--model.width=8", "--batch-size=16", "--data.limit=64", "--trainer.max_steps=2", "--no-knn",
-        "--trainer.progress_bar=false", "--device=cpu", "--model.hparams.queue_size=64"]
+TINY = [
+    "--model.width=8",
+    "--batch-size=16",
+    "--data.limit=64",
+    "--trainer.max_steps=2",
+    "--no-knn",
+    "--trainer.progress_bar=false",
+    "--device=cpu",
+    "--model.hparams.queue_size=64",
+]
 
 
 def test_values_split_on_commas_outside_brackets():
@@ -26,8 +34,11 @@ def test_plan_is_every_grid_point_times_every_seed_seed_major():
     grid = parse_grid(["hallucinator.enabled=false,true", "--model.hparams.temperature=0.1,0.2"])
     runs = plan(grid, [3, 4])
     assert [r.name for r in runs[:4]] == [
-        "enabled=false-temperature=0.1-s3", "enabled=false-temperature=0.2-s3",
-        "enabled=true-temperature=0.1-s3", "enabled=true-temperature=0.2-s3"]
+        "enabled=false-temperature=0.1-s3",
+        "enabled=false-temperature=0.2-s3",
+        "enabled=true-temperature=0.1-s3",
+        "enabled=true-temperature=0.2-s3",
+    ]
     assert [r.seed for r in runs] == [3] * 4 + [4] * 4
     assert runs[-1].overrides == ("--hallucinator.enabled=true", "--model.hparams.temperature=0.2")
     # the same last key part twice: the full keys tell the runs apart
@@ -37,8 +48,16 @@ def test_plan_is_every_grid_point_times_every_seed_seed_major():
 
 
 def test_a_typo_in_the_grid_stops_before_anything_runs(tmp_path, capsys):
-    code = main(["sweep", "configs/base/small.yaml", "--grid", "hallucinator.enabld=false,true",
-                 "--output-dir", str(tmp_path / "sweep")])
+    code = main(
+        [
+            "sweep",
+            "configs/base/small.yaml",
+            "--grid",
+            "hallucinator.enabld=false,true",
+            "--output-dir",
+            str(tmp_path / "sweep"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hallucinator sweep: enabld=false-s0: config error: hallucinator.enabld: unknown key")
@@ -47,9 +66,23 @@ def test_a_typo_in_the_grid_stops_before_anything_runs(tmp_path, capsys):
 
 def test_sweep_runs_resumes_and_tabulates(cifar10_archive: Path, tmp_path: Path, capsys):
     out = tmp_path / "sweep"
-    sweep = ["sweep", "configs/base/small.yaml", "--grid", "hallucinator.enabled=false,true", "--seeds", "0", "1",
-             "--output-dir", str(out), "--parallel", "2", "--data-dir", str(cifar10_archive),
-             "--model.method=mocov2", *TINY]
+    sweep = [
+        "sweep",
+        "configs/base/small.yaml",
+        "--grid",
+        "hallucinator.enabled=false,true",
+        "--seeds",
+        "0",
+        "1",
+        "--output-dir",
+        str(out),
+        "--parallel",
+        "2",
+        "--data-dir",
+        str(cifar10_archive),
+        "--model.method=mocov2",
+        *TINY,
+    ]
     assert main([*sweep, "--json"]) == 0
     printed = capsys.readouterr().out
     names = ["enabled=false-s0", "enabled=true-s0", "enabled=false-s1", "enabled=true-s1"]
@@ -62,7 +95,9 @@ def test_sweep_runs_resumes_and_tabulates(cifar10_archive: Path, tmp_path: Path,
     assert table.count("| 0, 1 |") == 2  # two arms, each pooling seeds 0 and 1
     arms = json.loads(printed.strip().splitlines()[-1])["arms"]
     assert [(arm["arm"], arm["seeds"]) for arm in arms] == [
-        ("hallucinator.enabled=False", [0, 1]), ("hallucinator.enabled=True", [0, 1])]
+        ("hallucinator.enabled=False", [0, 1]),
+        ("hallucinator.enabled=True", [0, 1]),
+    ]
 
     # an interrupted run (not recorded as done, checkpoint kept) is resumed; finished ones are skipped
     (out / "sweep.json").write_text(json.dumps({name: "done" for name in names[:3]}))
@@ -71,5 +106,6 @@ def test_sweep_runs_resumes_and_tabulates(cifar10_archive: Path, tmp_path: Path,
     assert printed[0] == f"sweep: 4 runs (3 finished, 1 to resume, 0 to start) in {out}"
     assert printed[1].startswith(f"hallucinator pretrain configs/base/small.yaml --output-dir {out}/enabled=true-s1 ")
     # with --evaluate, each run's evaluation commands follow its pretrain command
-    assert printed[1].endswith(f"--resume && hallucinator metrics {out}/enabled=true-s1/checkpoints/last.ckpt --json "
-                               "--no-progress")
+    assert printed[1].endswith(
+        f"--resume && hallucinator metrics {out}/enabled=true-s1/checkpoints/last.ckpt --json --no-progress"
+    )

@@ -154,7 +154,10 @@ def test_crop_resampling_matches_torchvision_resized_crop():
 @pytest.mark.parametrize("height, width", [(32, 32), (40, 25)])
 def test_random_resized_crop_boxes_inside_image_with_scale_and_ratio_in_range(height, width):
     scale, ratio = (0.2, 1.0), (3 / 4, 4 / 3)
-    for crop in (A.RandomResizedCrop(32, scale, ratio), A.CenterSuppressedResizedCrop(32, scale, ratio, p=0.5, alpha=0.6)):
+    for crop in (
+        A.RandomResizedCrop(32, scale, ratio),
+        A.CenterSuppressedResizedCrop(32, scale, ratio, p=0.5, alpha=0.6),
+    ):
         boxes = crop.sample_boxes(20000, height, width, torch.Generator().manual_seed(0))
         x0, y0, x1, y1 = boxes.unbind(1)
         assert x0.min() >= 0 and y0.min() >= 0 and x1.max() <= width + 1e-4 and y1.max() <= height + 1e-4

@@ -194,8 +194,10 @@ def test_stl10_binaries_train_plus_unlabeled_for_pretraining(tmp_path, monkeypat
     folder = tmp_path / "stl10_binary"
     folder.mkdir()
     rng = np.random.default_rng(1)
-    images = {split: rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8) for split, n in
-              [("train", 3), ("test", 2), ("unlabeled", 4)]}
+    images = {
+        split: rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8)
+        for split, n in [("train", 3), ("test", 2), ("unlabeled", 4)]
+    }
     labels = {"train": np.array([1, 10, 4], np.uint8), "test": np.array([2, 3], np.uint8)}
     for split, array in images.items():
         # STL-10 stores each image column-major: the file holds (N, 3, W, H).
@@ -287,7 +289,9 @@ def test_imagenet200_defaults_to_the_authors_200_classes(tmp_path):
 @pytest.fixture(scope="session")
 def real_cifar10(cifar10_archive, tmp_path_factory):
     cache_dir = tmp_path_factory.mktemp("cifar10-cache")
-    return {split: build_dataset("cifar10", cifar10_archive, split, cache_dir=cache_dir) for split in ("pretrain", "test")}
+    return {
+        split: build_dataset("cifar10", cifar10_archive, split, cache_dir=cache_dir) for split in ("pretrain", "test")
+    }
 
 
 def test_archive_loader_reads_the_real_cifar10(real_cifar10, cifar10_subset):
@@ -314,7 +318,7 @@ def test_encoded_imagenet_batches_decode_like_the_worker_path(tmp_path):
         Image.fromarray(_rgb(k, *size)).save(path, format="JPEG", quality=90)
     plain = build_dataset("imagenet", root, "train", image_size=16)
     encoded = build_dataset("imagenet", root, "train", image_size=16, encoded=True)
-    (files, labels), = list(batch_loader(encoded, 3, shuffle=False, drop_last=False))
+    ((files, labels),) = list(batch_loader(encoded, 3, shuffle=False, drop_last=False))
     assert isinstance(files, list) and files[0].dtype == torch.uint8 and files[0].dim() == 1
     images, plain_labels = plain[torch.arange(3)]
     decoded = decode_batch(files, 16)

@@ -37,8 +37,14 @@ def _chw(array: np.ndarray) -> torch.Tensor:
 
 def _load(root: Path, split: str = "pretrain", cache: Path | None = None, **options):
     size = options.pop("image_size", None)
-    return build_dataset("imagefolder", root, split, image_size=size, cache_dir=cache or root.parent / "cache",
-                         folder=FolderOptions(**options))
+    return build_dataset(
+        "imagefolder",
+        root,
+        split,
+        image_size=size,
+        cache_dir=cache or root.parent / "cache",
+        folder=FolderOptions(**options),
+    )
 
 
 # ---- stratified subsets
@@ -78,7 +84,10 @@ def test_mixed_sizes_and_modes_become_rgb_at_the_chosen_size(tmp_path):
     gray16 = (np.random.default_rng(5).integers(0, 65536, (24, 24))).astype(np.uint16)
     _save(root / "a_rgb.png", Image.fromarray(_pixels(0, 24, 24)))
     _save(root / "b_gray.png", Image.fromarray(_pixels(1, 24, 24)[..., 0], mode="L"))
-    _save(root / "c_rgba.png", Image.fromarray(np.dstack([_pixels(2, 24, 24), np.full((24, 24), 9, np.uint8)]), mode="RGBA"))
+    _save(
+        root / "c_rgba.png",
+        Image.fromarray(np.dstack([_pixels(2, 24, 24), np.full((24, 24), 9, np.uint8)]), mode="RGBA"),
+    )
     _save(root / "d_palette.bmp", Image.fromarray(_pixels(3, 24, 24)).quantize(8))
     _save(root / "e_gray16.png", Image.fromarray(gray16))
     _save(root / "f_cmyk.jpg", Image.fromarray(_pixels(4, 60, 40)).convert("CMYK"))

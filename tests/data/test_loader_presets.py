@@ -60,7 +60,9 @@ def test_deterministic_per_seed_new_order_per_epoch_and_set_epoch():
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_ddp_shards_are_disjoint_equal_and_cover_the_data(drop_last):
     world = 3
-    shards = [BatchSampler(37, 4, shuffle=True, drop_last=drop_last, seed=5, rank=r, world_size=world) for r in range(world)]
+    shards = [
+        BatchSampler(37, 4, shuffle=True, drop_last=drop_last, seed=5, rank=r, world_size=world) for r in range(world)
+    ]
     indices = [torch.cat(list(s)) for s in shards]
     lengths = {len(i) for i in indices}
     assert len(lengths) == 1 and len({len(s) for s in shards}) == 1
@@ -104,7 +106,11 @@ def test_presets_follow_the_paper_recipes():
     assert (crop.p, crop.alpha, crop.scale, crop.size) == (0.5, 0.6, (0.2, 1.0), (32, 32))
     assert "CenterSuppressedResizedCrop" not in v2 and v2["RandomResizedCrop"].scale == (0.2, 1.0)
     jitter = v1["ColorJitter"]
-    assert jitter.p == 0.8 and jitter.ranges[0] == pytest.approx((0.6, 1.4)) and jitter.ranges[3] == pytest.approx((-0.1, 0.1))
+    assert (
+        jitter.p == 0.8
+        and jitter.ranges[0] == pytest.approx((0.6, 1.4))
+        and jitter.ranges[3] == pytest.approx((-0.1, 0.1))
+    )
     assert v1["RandomGrayscale"].p == 0.2 and "GaussianBlur" not in v1
     assert v1["Normalize"].mean.flatten().tolist() == pytest.approx([0.4914, 0.4822, 0.4465])
     imagenet = _ops(presets.build("imagenet200-mocov2").view2)
@@ -164,8 +170,23 @@ def test_show_augmentations_writes_a_png(tmp_path: Path):
         path.parent.mkdir(parents=True)
         Image.fromarray(torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8).numpy()).save(path)
     output = tmp_path / "grid.png"
-    code = cli_main(["show-augmentations", "--dataset", "imagefolder", "--data-dir", str(root), "--preset",
-                     "cifar10-mocov2", "--output", str(output), "--num-images", "3", "--cache-dir", str(tmp_path / "c")])
+    code = cli_main(
+        [
+            "show-augmentations",
+            "--dataset",
+            "imagefolder",
+            "--data-dir",
+            str(root),
+            "--preset",
+            "cifar10-mocov2",
+            "--output",
+            str(output),
+            "--num-images",
+            "3",
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
+    )
     assert code == 0
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(output) as image:
@@ -176,7 +197,9 @@ def test_show_augmentations_reports_bad_input_in_one_line(tmp_path: Path, capsys
     missing = ["show-augmentations", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nowhere")]
     assert cli_main([*missing, "--output", str(tmp_path / "grid.png")]) == 2
     assert capsys.readouterr().err.startswith(f"hallucinator show-augmentations: cifar10 not found at {tmp_path}")
-    assert cli_main(["show-augmentations", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--preset", "nope"]) == 2
+    assert (
+        cli_main(["show-augmentations", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--preset", "nope"]) == 2
+    )
     assert "nope" in capsys.readouterr().err
     assert not (tmp_path / "grid.png").exists()
 
@@ -213,9 +236,17 @@ def test_lightning_consumes_the_loader_and_sets_its_epoch(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
     loader = batch_loader(data, 8, shuffle=True, drop_last=True, seed=2)
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=1, use_distributed_sampler=False,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        use_distributed_sampler=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(Recorder(), loader)
     expected = []
     for epoch in range(2):

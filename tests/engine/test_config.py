@@ -97,12 +97,17 @@ def test_crop_size_sets_training_views_only() -> None:
 
 def test_class_list_is_for_imagenet200_only() -> None:
     assert load_config(None, ["--data.dataset=imagenet200", "--data.class_list=random"]).data.class_list == "random"
-    with pytest.raises(ConfigError, match="data.class_list: only imagenet200 takes a class list, this config trains cifar10"):
+    with pytest.raises(
+        ConfigError, match="data.class_list: only imagenet200 takes a class list, this config trains cifar10"
+    ):
         load_config(None, ["--data.class_list=random"])
 
 
 def test_symmetric_extrapolation_is_refused_for_simsiam() -> None:
-    assert load_config(None, ["--hallucinator.extrapolation_mode=symmetric"]).hallucinator.extrapolation_mode == "symmetric"
+    assert (
+        load_config(None, ["--hallucinator.extrapolation_mode=symmetric"]).hallucinator.extrapolation_mode
+        == "symmetric"
+    )
     with pytest.raises(ConfigError, match="hallucinator.extrapolation_mode: SimSiam"):
         load_config(None, ["--model.method=simsiam", "--hallucinator.extrapolation_mode=symmetric"])
     with pytest.raises(ConfigError, match=r"hallucinator.extrapolation_mode: 'mirror' is not one of"):
@@ -115,7 +120,9 @@ def test_hallucinator_variant_keys_reach_the_module_and_bad_values_name_the_key(
     overrides = ["--model.width=4", "--hallucinator.train_mode=adversarial", "--hallucinator.adversarial_strength=0.03"]
     h = build_method(load_config(None, overrides)).hallucinator
     assert (h.train_mode, h.adversarial_strength) == ("adversarial", 0.03)
-    h = build_method(load_config(None, ["--model.width=4", "--hallucinator.guard_weight=2", "--hallucinator.guard_margin=0.1"])).hallucinator
+    h = build_method(
+        load_config(None, ["--model.width=4", "--hallucinator.guard_weight=2", "--hallucinator.guard_margin=0.1"])
+    ).hallucinator
     assert (h.train_mode, h.guard_weight, h.guard_margin) == ("joint", 2.0, 0.1)
     with pytest.raises(ConfigError, match=r"hallucinator.train_mode: 'reverse' is not one of"):
         load_config(None, ["--hallucinator.train_mode=reverse"])

@@ -36,6 +36,8 @@ def test_lightning_internal_deprecation_is_dropped_and_other_warnings_kept():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with quiet_lightning():
-            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`", FutureWarning)
+            warnings.warn(
+                "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`", FutureWarning
+            )
             warnings.warn("data.batch_size is larger than the dataset", UserWarning)
     assert [str(w.message) for w in caught] == ["data.batch_size is larger than the dataset"]

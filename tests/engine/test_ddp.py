@@ -71,7 +71,9 @@ def expected_loss(archive: Path, run: Path, processes: int) -> float:
     config = load_config(run / "config.yaml")
     method = build_method(config)
     state = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
-    method.load_state_dict({key.removeprefix("method."): value for key, value in state.items() if key.startswith("method.")})
+    method.load_state_dict(
+        {key.removeprefix("method."): value for key, value in state.items() if key.startswith("method.")}
+    )
     method.train()
     dataset = build_dataset("cifar10", archive, "pretrain")
     # data.limit: the seeded, class-stratified subset (hallucinator.data.subset), then epoch 0's order of it
@@ -96,7 +98,11 @@ def test_two_process_ddp_matches_single_process(cifar10_archive: Path, tmp_path:
     single = tmp_path / "single"
     done = subprocess.run(
         [sys.executable, "-m", "hallucinator", "pretrain", *args(cifar10_archive, single)],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
 

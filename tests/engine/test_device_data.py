@@ -35,11 +35,15 @@ def _expected(batches: StepBatches, step: int) -> list[tuple[torch.Tensor, torch
     images, labels = batches.dataset.images, batches.dataset.labels
     if batches.subset is not None:
         images, labels = images[batches.subset], labels[batches.subset]
-    slices = [order[n * 8 + batches.rank * local : n * 8 + (batches.rank + 1) * local] for n in range(start, len(batches))]
+    slices = [
+        order[n * 8 + batches.rank * local : n * 8 + (batches.rank + 1) * local] for n in range(start, len(batches))
+    ]
     return [(images[index], labels[index]) for index in slices]
 
 
-@pytest.mark.parametrize(("step", "rank", "world_size", "subset"), [(0, 0, 1, None), (9, 0, 1, None), (2, 1, 2, SUBSET)])
+@pytest.mark.parametrize(
+    ("step", "rank", "world_size", "subset"), [(0, 0, 1, None), (9, 0, 1, None), (2, 1, 2, SUBSET)]
+)
 @pytest.mark.parametrize("form", [ResidentBatches, PinnedPrefetch])
 def test_device_forms_yield_the_cpu_batches(form, step: int, rank: int, world_size: int, subset) -> None:
     batches = _batches(step, rank, world_size, subset)

@@ -44,8 +44,20 @@ def losses(run: Path) -> list[float]:
 
 
 def pretrain(archive: Path, run: Path, device: str, *extra: str) -> None:
-    code = main(["pretrain", "configs/base/small.yaml", "--data-dir", str(archive), "--output-dir", str(run),
-                 "--device", device, *TINY, *extra])
+    code = main(
+        [
+            "pretrain",
+            "configs/base/small.yaml",
+            "--data-dir",
+            str(archive),
+            "--output-dir",
+            str(run),
+            "--device",
+            device,
+            *TINY,
+            *extra,
+        ]
+    )
     assert code == 0
 
 
@@ -63,11 +75,35 @@ def test_each_precision_trains_and_its_checkpoint_loads_on_the_cpu(
     assert features.shape == (2, backbone.num_features) and torch.isfinite(features).all()
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("auto", marks=pytest.mark.skipif(
-    torch.cuda.is_available() or torch.backends.mps.is_available(), reason="auto picks this machine's GPU"))])
-def test_fp16_on_the_cpu_is_refused(cifar10_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture, device: str) -> None:
-    code = main(["pretrain", "configs/base/small.yaml", "--data-dir", str(cifar10_archive), "--output-dir",
-                 str(tmp_path), "--device", device, "--trainer.precision=16", *TINY])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "auto",
+            marks=pytest.mark.skipif(
+                torch.cuda.is_available() or torch.backends.mps.is_available(), reason="auto picks this machine's GPU"
+            ),
+        ),
+    ],
+)
+def test_fp16_on_the_cpu_is_refused(
+    cifar10_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture, device: str
+) -> None:
+    code = main(
+        [
+            "pretrain",
+            "configs/base/small.yaml",
+            "--data-dir",
+            str(cifar10_archive),
+            "--output-dir",
+            str(tmp_path),
+            "--device",
+            device,
+            "--trainer.precision=16",
+            *TINY,
+        ]
+    )
     assert code == 2
     error = capsys.readouterr().err
     assert "trainer.precision" in error and "bf16-mixed" in error
@@ -76,8 +112,19 @@ def test_fp16_on_the_cpu_is_refused(cifar10_archive: Path, tmp_path: Path, capsy
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_asking_for_a_missing_gpu_is_a_clear_error(cifar10_archive: Path, tmp_path: Path, capsys) -> None:
-    code = main(["pretrain", "configs/base/small.yaml", "--data-dir", str(cifar10_archive), "--output-dir",
-                 str(tmp_path), "--device", "gpu", *TINY])
+    code = main(
+        [
+            "pretrain",
+            "configs/base/small.yaml",
+            "--data-dir",
+            str(cifar10_archive),
+            "--output-dir",
+            str(tmp_path),
+            "--device",
+            "gpu",
+            *TINY,
+        ]
+    )
     assert code == 2
     error = capsys.readouterr().err
     assert "trainer.accelerator: gpu, but torch sees no GPU" in error and "--device cpu" in error
@@ -103,9 +150,15 @@ def test_compiled_run_trains_on_cuda(cifar10_archive: Path, tmp_path: Path) -> N
     assert len(trained) == 3 and all(math.isfinite(loss) for loss in trained)
 
 
-@pytest.mark.parametrize(("avx512_bf16", "amx", "expected"), [
-    (False, False, "32-true"), (True, False, "bf16-mixed"), (False, True, "bf16-mixed"), (True, True, "bf16-mixed"),
-])
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expected"),
+    [
+        (False, False, "32-true"),
+        (True, False, "bf16-mixed"),
+        (False, True, "bf16-mixed"),
+        (True, True, "bf16-mixed"),
+    ],
+)
 def test_auto_precision_on_the_cpu_follows_native_bf16(
     monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool, expected: str
 ) -> None:

@@ -58,15 +58,24 @@ def _series(run: Path, column: str) -> list[float]:
         return [float(row[column]) for row in csv.DictReader(file) if row.get(column)]
 
 
-def test_probe_changes_neither_the_losses_nor_the_weights_of_pre_training(cifar10_archive: Path, tmp_path: Path) -> None:
+def test_probe_changes_neither_the_losses_nor_the_weights_of_pre_training(
+    cifar10_archive: Path, tmp_path: Path
+) -> None:
     results = {}
     for probe in (True, False):
         config = load_config(
             "configs/quickstart.yaml",
             [
-                "--model.width=8", f"--data.data_dir={cifar10_archive}", "--data.batch_size=16", "--data.limit=64",
-                "--trainer.max_steps=4", "--trainer.log_every_n_steps=1", "--trainer.progress_bar=false",
-                "--trainer.cpu_threads=1", "--trainer.last_every_n_steps=0", f"--trainer.online_linear={probe}",
+                "--model.width=8",
+                f"--data.data_dir={cifar10_archive}",
+                "--data.batch_size=16",
+                "--data.limit=64",
+                "--trainer.max_steps=4",
+                "--trainer.log_every_n_steps=1",
+                "--trainer.progress_bar=false",
+                "--trainer.cpu_threads=1",
+                "--trainer.last_every_n_steps=0",
+                f"--trainer.online_linear={probe}",
                 f"--output_dir={tmp_path / str(probe)}",
             ],
         )

@@ -11,7 +11,9 @@ from hallucinator.engine.config import Config
 from hallucinator.engine.optim import LARS, build_optimizer
 
 
-def lars_by_hand(w: np.ndarray, grads: list[np.ndarray], lr: float, momentum: float, wd: float, eta: float, adapt: bool):
+def lars_by_hand(
+    w: np.ndarray, grads: list[np.ndarray], lr: float, momentum: float, wd: float, eta: float, adapt: bool
+):
     velocity = None
     for g in grads:
         d = g + wd * w
@@ -53,7 +55,9 @@ def test_build_optimizer_adapts_weights_only_and_spares_biases_and_batchnorm_the
     adapted, plain = build_optimizer(config, model).param_groups
     assert {id(p) for p in adapted["params"]} == {id(model[0].weight), id(model[3].weight)}
     assert adapted["lars"] and adapted["weight_decay"] == 1e-4
-    assert not plain["lars"] and plain["weight_decay"] == 0.0 and len(plain["params"]) == 4  # 2 biases, BN weight + bias
+    assert (
+        not plain["lars"] and plain["weight_decay"] == 0.0 and len(plain["params"]) == 4
+    )  # 2 biases, BN weight + bias
     config.optimizer.name = "sgd"
     (group,) = build_optimizer(config, model).param_groups
     assert isinstance(build_optimizer(config, model), torch.optim.SGD) and group["weight_decay"] == 1e-4

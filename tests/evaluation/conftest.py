@@ -47,8 +47,16 @@ def raw_pixel_features(images: torch.Tensor) -> torch.Tensor:
     return F.normalize(pixels - pixels.mean(dim=1, keepdim=True), dim=1).float()
 
 
-def fabricate_checkpoint(run_dir: Path, *, backbone: str = "resnet18", width: int = 8, dataset: str = "cifar10",
-                         data_dir: str = "data", hallucinator: bool = True, seed: int = 0) -> Path:
+def fabricate_checkpoint(
+    run_dir: Path,
+    *,
+    backbone: str = "resnet18",
+    width: int = 8,
+    dataset: str = "cifar10",
+    data_dir: str = "data",
+    hallucinator: bool = True,
+    seed: int = 0,
+) -> Path:
     """A checkpoint in the documented format (a Lightning checkpoint dict with ``state_dict`` holding
     ``method.backbone.*`` and ``hyper_parameters.config``), plus the run directory's ``config.yaml``."""
     from hallucinator import backbones
@@ -64,7 +72,9 @@ def fabricate_checkpoint(run_dir: Path, *, backbone: str = "resnet18", width: in
     state["method.projector.weight"] = torch.zeros(2, 2)  # other method weights are ignored by load_backbone
     path = run_dir / "checkpoints" / "last.ckpt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"epoch": 0, "global_step": 1, "state_dict": state, "hyper_parameters": {"config": to_dict(config)}}, path)
+    torch.save(
+        {"epoch": 0, "global_step": 1, "state_dict": state, "hyper_parameters": {"config": to_dict(config)}}, path
+    )
     (run_dir / "config.yaml").write_text(dump_config(config))
     return path
 
@@ -79,7 +89,13 @@ def write_metrics(run_dir, slope: float) -> None:
         writer.writeheader()
         for step in range(STEPS_PER_EPOCH * EPOCHS):
             epoch = step // STEPS_PER_EPOCH
-            writer.writerow({"epoch": epoch, "step": step, "train/loss": 5 - slope * step,
-                             "train/pos_similarity": 1 - slope * step / 100})
+            writer.writerow(
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "train/loss": 5 - slope * step,
+                    "train/pos_similarity": 1 - slope * step / 100,
+                }
+            )
             if step % STEPS_PER_EPOCH == STEPS_PER_EPOCH - 1:
                 writer.writerow({"epoch": epoch, "step": step, "knn_top1": 20 + 10 * epoch * slope})

@@ -34,8 +34,18 @@ def test_evaluation_commands_load_backbones_channels_last_where_safe(tmp_path) -
     for width, expected in ((16, torch.channels_last), (8, torch.contiguous_format)):
         checkpoint = fabricate_checkpoint(tmp_path / f"width{width}", width=width)
         args = argparse.Namespace(
-            checkpoint=str(checkpoint), dataset=None, data_dir="unused", cache_dir=None, device="cpu", precision="32",
-            batch_size=8, train_limit=None, test_limit=None, no_save=True, no_progress=True, threads=None,
+            checkpoint=str(checkpoint),
+            dataset=None,
+            data_dir="unused",
+            cache_dir=None,
+            device="cpu",
+            precision="32",
+            batch_size=8,
+            train_limit=None,
+            test_limit=None,
+            no_save=True,
+            no_progress=True,
+            threads=None,
         )
         loaded = Loaded(args, splits=())  # no data: only the backbone is read here
         assert input_memory_format(loaded.backbone) == expected

@@ -44,8 +44,9 @@ def clusters():
 def test_scores_match_brute_force(clusters, k, chunks):
     bank, bank_labels, queries, _ = clusters
     expected = brute_force_scores(bank, bank_labels, queries, k, 0.1, 5)
-    scores = knn_scores(bank, bank_labels, queries, k=k, temperature=0.1, num_classes=5,
-                        chunk_size=chunks[0], bank_chunk_size=chunks[1])
+    scores = knn_scores(
+        bank, bank_labels, queries, k=k, temperature=0.1, num_classes=5, chunk_size=chunks[0], bank_chunk_size=chunks[1]
+    )
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-6 * expected.max().item())
 
 
@@ -64,7 +65,9 @@ def test_accuracy_matches_brute_force_votes(clusters):
 def test_scale_invariance_and_errors(clusters):
     bank, bank_labels, queries, test_labels = clusters
     # cosine similarity: rescaling features must not change anything
-    assert knn_classify(3 * bank, bank_labels, queries / 7, test_labels) == knn_classify(bank, bank_labels, queries, test_labels)
+    assert knn_classify(3 * bank, bank_labels, queries / 7, test_labels) == knn_classify(
+        bank, bank_labels, queries, test_labels
+    )
     with pytest.raises(ValueError, match="dimension"):
         knn_classify(bank, bank_labels, queries[:, :4], test_labels)
     with pytest.raises(ValueError, match="unlabeled"):
@@ -77,8 +80,15 @@ def test_raw_pixel_1nn_reproduces_readme_sanity_figure(cifar10_sanity_split):
     """Shared datasets README: 1-NN on raw, mean-centred, L2-normalised pixels, 1,000/200 per class = 34.5 %."""
     train_images, train_labels = cifar10_sanity_split["train"]
     test_images, test_labels = cifar10_sanity_split["test"]
-    result = knn_classify(raw_pixel_features(train_images), train_labels, raw_pixel_features(test_images), test_labels,
-                          k=1, chunk_size=500, bank_chunk_size=4096)
+    result = knn_classify(
+        raw_pixel_features(train_images),
+        train_labels,
+        raw_pixel_features(test_images),
+        test_labels,
+        k=1,
+        chunk_size=500,
+        bank_chunk_size=4096,
+    )
     assert result.top1 == pytest.approx(34.5, abs=0.06)
 
 

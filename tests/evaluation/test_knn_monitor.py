@@ -40,9 +40,16 @@ def test_monitor_logs_knn_of_the_module_backbone(tmp_path):
     (train_x, train_y), (test_x, test_y) = images_and_labels(60, 0), images_and_labels(30, 1)
     monitor = KNNMonitor(train_x, train_y, test_x, test_y, every_n_epochs=2, k=10, batch_size=7)
     module = TinyModule()
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=CSVLogger(tmp_path, name="csv", version=""),
-                         callbacks=[monitor], enable_progress_bar=False, enable_checkpointing=False,
-                         enable_model_summary=False, log_every_n_steps=1)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path, name="csv", version=""),
+        callbacks=[monitor],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
     trainer.fit(module)
     # after epochs 2 and 3 (the last); computed independently from the final backbone
     assert module.method.backbone.training  # the monitor's eval mode was undone

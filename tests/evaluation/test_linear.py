@@ -44,8 +44,16 @@ def test_full_mode_equals_fast_mode_when_augmentation_is_the_identity():
     backbone = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(16))
     backbone.train()
     state = {k: v.clone() for k, v in backbone.state_dict().items()}
-    full = linear_probe(backbone, train_x.view(600, 1, 4, 4), train_y, test_x.view(200, 1, 4, 4), test_y, config,
-                        train_transform=train_transform, test_transform=lambda x: x)
+    full = linear_probe(
+        backbone,
+        train_x.view(600, 1, 4, 4),
+        train_y,
+        test_x.view(200, 1, 4, 4),
+        test_y,
+        config,
+        train_transform=train_transform,
+        test_transform=lambda x: x,
+    )
     assert full.mode == "full"
     # the eval-mode BatchNorm only rescales by 1 / sqrt(1 + eps)
     assert full.top1 == pytest.approx(fast.top1) and full.train_loss == pytest.approx(fast.train_loss, rel=1e-4)
@@ -59,7 +67,10 @@ def test_config_for_dataset():
     assert LinearConfig.for_dataset("cifar10").lr == 10
     assert LinearConfig.for_dataset("imagenet").lr == 30 and LinearConfig.for_dataset("imagenet200").lr == 30
     assert LinearConfig.for_dataset("tiny-imagenet").lr == 10
-    assert LinearConfig.for_dataset("imagenet200").batch_size == 256 and LinearConfig.for_dataset("cifar10").batch_size == 512
+    assert (
+        LinearConfig.for_dataset("imagenet200").batch_size == 256
+        and LinearConfig.for_dataset("cifar10").batch_size == 512
+    )
     short = LinearConfig.for_dataset("cifar10", epochs=10)
     assert short.milestones == (6, 8) and short.epochs == 10
     assert LinearConfig.for_dataset("cifar10", epochs=None, lr=None) == LinearConfig()  # unset CLI options
@@ -74,12 +85,18 @@ def test_best_and_final_epoch_against_probes_stopped_after_each_epoch():
     train_y = torch.where(torch.arange(300) % 3 == 0, (train_y + 1) % 4, train_y)  # label noise: accuracy wanders
     config = LinearConfig(epochs=6, milestones=(4, 5), batch_size=64, lr=5.0)
     result = linear_probe_features(train_x, train_y, test_x, test_y, config)
-    stopped = [linear_probe_features(train_x, train_y, test_x, test_y, LinearConfig(
-        epochs=e, milestones=(4, 5), batch_size=64, lr=5.0)).top1 for e in range(1, 7)]
+    stopped = [
+        linear_probe_features(
+            train_x, train_y, test_x, test_y, LinearConfig(epochs=e, milestones=(4, 5), batch_size=64, lr=5.0)
+        ).top1
+        for e in range(1, 7)
+    ]
     assert result.test_top1 == pytest.approx(stopped)
     figures = result.as_dict()
     assert figures["final_top1"] == figures["top1"] == pytest.approx(stopped[-1])
-    assert figures["best_top1"] == pytest.approx(max(stopped)) and figures["best_epoch"] == stopped.index(max(stopped)) + 1
+    assert (
+        figures["best_top1"] == pytest.approx(max(stopped)) and figures["best_epoch"] == stopped.index(max(stopped)) + 1
+    )
 
 
 def test_divergence_is_reported():
@@ -93,7 +110,11 @@ def test_divergence_is_reported():
 def test_fast_mode_on_raw_pixel_cifar10(cifar10_sanity_split):
     train_images, train_labels = cifar10_sanity_split["train"]
     test_images, test_labels = cifar10_sanity_split["test"]
-    result = linear_probe_features(raw_pixel_features(train_images), train_labels,
-                                   raw_pixel_features(test_images), test_labels,
-                                   LinearConfig.for_dataset("cifar10", epochs=20))
+    result = linear_probe_features(
+        raw_pixel_features(train_images),
+        train_labels,
+        raw_pixel_features(test_images),
+        test_labels,
+        LinearConfig.for_dataset("cifar10", epochs=20),
+    )
     assert result.top1 == pytest.approx(RAW_PIXEL_LINEAR_TOP1, abs=1.2)

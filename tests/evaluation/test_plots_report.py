@@ -61,8 +61,10 @@ def assert_images(paths):
 
 
 def test_training_plots_written(tmp_path):
-    runs = {"without": make_run(tmp_path, "a", hallucinator=False, seed=0),
-            "with": make_run(tmp_path, "b", hallucinator=True, seed=0, slope=0.5)}
+    runs = {
+        "without": make_run(tmp_path, "a", hallucinator=False, seed=0),
+        "with": make_run(tmp_path, "b", hallucinator=True, seed=0, slope=0.5),
+    }
     assert_images(plot_positive_similarity(runs, tmp_path / "out" / "fig4"))
     assert_images(plot_training_curves(runs, tmp_path / "out" / "curves"))
 
@@ -86,12 +88,25 @@ def test_circle_kde_integrates_to_one():
 
 def test_report_tables(tmp_path):
     runs = [
-        make_run(tmp_path, "simclr-s0", hallucinator=False, seed=0, evaluation={
-            "knn": {"top1": 50.0}, "linear_fast": {"top1": 60.0, "best_top1": 62.0, "mode": "fast"},
-            "online_linear": {"top1": 45.0},
-            "metrics": {"pos_similarity": 0.5, "alignment": 0.9, "uniformity": -3.0, "g2": 0.21}}),
-        make_run(tmp_path, "simclr-s1", hallucinator=False, seed=1, evaluation={
-            "knn": {"top1": 52.0}, "linear_fast": {"top1": 61.0, "mode": "fast"}}),
+        make_run(
+            tmp_path,
+            "simclr-s0",
+            hallucinator=False,
+            seed=0,
+            evaluation={
+                "knn": {"top1": 50.0},
+                "linear_fast": {"top1": 60.0, "best_top1": 62.0, "mode": "fast"},
+                "online_linear": {"top1": 45.0},
+                "metrics": {"pos_similarity": 0.5, "alignment": 0.9, "uniformity": -3.0, "g2": 0.21},
+            },
+        ),
+        make_run(
+            tmp_path,
+            "simclr-s1",
+            hallucinator=False,
+            seed=1,
+            evaluation={"knn": {"top1": 52.0}, "linear_fast": {"top1": 61.0, "mode": "fast"}},
+        ),
         make_run(tmp_path, "simclr-hall-s0", hallucinator=True, seed=0),  # only training-time figures
     ]
     first = load_run(runs[0])
@@ -110,7 +125,10 @@ def test_report_tables(tmp_path):
     assert f"| simclr | 60.50 ± {spread:.2f} | - |" in text  # Table 1 layout: ✗ pooled over 2 seeds, ✓ not run
     assert f"| simclr | 51.00 ± {statistics.stdev([50.0, 52.0]):.2f} | 40.00 |" in text  # kNN version
     # linear top-1 after the last epoch, then at the best epoch, then the online probe's
-    assert "| simclr-s0 | simclr | cifar10 | ✗ | - | 3 | 50.00 | 60.00 | 62.00 | 45.00 | 0.500 | - | - | 0.900 | -3.000 | 0.2100 | 10.0 min |" in text
+    assert (
+        "| simclr-s0 | simclr | cifar10 | ✗ | - | 3 | 50.00 | 60.00 | 62.00 | 45.00 | 0.500 | - | - | 0.900 | -3.000 | 0.2100 | 10.0 min |"
+        in text
+    )
     assert "| hallucinator.enabled=False | simclr | cifar10 | ✗ |" in text and "| 0, 1 |" in text  # two seeds, one arm
     assert "| simclr-s1 | simclr | cifar10 | ✗ | - | 2.05 | 52.00 |" in text
     assert (tmp_path / "report" / "positive_similarity.png").is_file()

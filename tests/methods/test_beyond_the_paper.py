@@ -118,7 +118,9 @@ def test_nnclr_positive_is_the_nearest_support_neighbour_of_the_other_view(tiny_
 
 def test_nnclr_enqueues_the_normalised_view1_embeddings_in_training_mode(tiny_net, views) -> None:
     torch.manual_seed(0)
-    model = methods.build("nnclr", tiny_net(), hallucinator=False, dim=8, hidden_dim=16, pred_hidden_dim=16, queue_size=24)
+    model = methods.build(
+        "nnclr", tiny_net(), hallucinator=False, dim=8, hidden_dim=16, pred_hidden_dim=16, queue_size=24
+    )
     initial = model.queue.clone()
     model.train()(*views)
     with torch.no_grad():

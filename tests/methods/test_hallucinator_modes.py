@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_method_registry import SMALL  # every registered method's small heads (pytest puts tests/methods on the path)
 
 from hallucinator import Hallucinator, methods
-from test_method_registry import SMALL  # every registered method's small heads (pytest puts tests/methods on the path)
 
 VARIANTS = {
     "joint": {},

@@ -61,7 +61,9 @@ def test_loss_goes_down_on_cifar10(name: str, cifar10_subset: tuple[torch.Tensor
     generator = torch.Generator().manual_seed(0)
     backbone = backbones.build("resnet18", cifar_stem=True, width=8)
     model = methods.build(name.split("-")[0], backbone, hallucinator=True, **HPARAMS[name]).train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.06, momentum=0.9, weight_decay=5e-4)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=0.06, momentum=0.9, weight_decay=5e-4
+    )
     steps, window = (STEPS // 2, WINDOW // 2) if name in SHORT else (STEPS, WINDOW)
     losses = []
     for _ in range(steps):

@@ -36,11 +36,21 @@ def test_registry_defaults_are_the_papers_cifar_hyper_parameters() -> None:
         assert (hparams["momentum"], hparams["final_momentum"]) == (0.99, 1.0)
     assert mocov3["temperature"] == 0.2
     bt, vic = methods.METHODS["barlowtwins"].hparams, methods.METHODS["vicreg"].hparams
-    assert (bt["dim"], bt["hidden_dim"], bt["proj_layers"], bt["lambd"], bt["scale_loss"]) == (2048, 2048, 3, 0.0051, 0.1)
+    assert (bt["dim"], bt["hidden_dim"], bt["proj_layers"], bt["lambd"], bt["scale_loss"]) == (
+        2048,
+        2048,
+        3,
+        0.0051,
+        0.1,
+    )
     assert (vic["dim"], vic["sim_coeff"], vic["std_coeff"], vic["cov_coeff"]) == (2048, 25.0, 25.0, 1.0)
     nnclr = methods.METHODS["nnclr"].hparams
     assert (nnclr["dim"], nnclr["hidden_dim"], nnclr["pred_hidden_dim"], nnclr["temperature"], nnclr["queue_size"]) == (
-        256, 2048, 4096, 0.2, 65536
+        256,
+        2048,
+        4096,
+        0.2,
+        65536,
     )
 
 

@@ -140,7 +140,9 @@ def test_moco_on_the_shared_momentum_and_queue_helpers_is_bit_identical_to_the_o
         generator = torch.Generator().manual_seed(1)
         losses = []
         for _ in range(5):  # wraps the queue around once
-            out = model.train()(torch.randn(8, 3, 8, 8, generator=generator), torch.randn(8, 3, 8, 8, generator=generator))
+            out = model.train()(
+                torch.randn(8, 3, 8, 8, generator=generator), torch.randn(8, 3, 8, 8, generator=generator)
+            )
             optimizer.zero_grad()
             out["loss"].backward()
             optimizer.step()

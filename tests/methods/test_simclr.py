@@ -47,8 +47,11 @@ def test_authors_head_has_no_batchnorm_and_loss_scale_multiplies_both_losses(tin
     plain = SimCLR(tiny_net(), hallucinator=Hallucinator(dim=5, num_layers=0, extrapolation=(0.3, 0.3)), dim=5)
     torch.manual_seed(0)
     authors = SimCLR(
-        tiny_net(), hallucinator=Hallucinator(dim=5, num_layers=0, extrapolation=(0.3, 0.3)), dim=5,
-        head_batchnorm=False, loss_scale=0.5 / 0.07,
+        tiny_net(),
+        hallucinator=Hallucinator(dim=5, num_layers=0, extrapolation=(0.3, 0.3)),
+        dim=5,
+        head_batchnorm=False,
+        loss_scale=0.5 / 0.07,
     )
     assert [type(m) for m in authors.projector] == [nn.Linear, nn.ReLU, nn.Linear]
     assert authors.projector[0].bias is not None  # no BatchNorm after it to cancel a bias

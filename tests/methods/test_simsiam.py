@@ -15,7 +15,10 @@ def test_cifar_heads_and_a_2048_d_hallucinator(tiny_net) -> None:
     assert [type(m) for m in model.projector] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d]
     assert model.projector[0].out_features == 2048 and model.projector[3].out_features == 2048
     assert not model.projector[4].affine
-    assert [(m.in_features, m.out_features) for m in model.predictor if isinstance(m, nn.Linear)] == [(2048, 512), (512, 2048)]
+    assert [(m.in_features, m.out_features) for m in model.predictor if isinstance(m, nn.Linear)] == [
+        (2048, 512),
+        (512, 2048),
+    ]
     assert model.hallucinator.dim == 2048
 
 

@@ -32,8 +32,14 @@ def show_augmentations(args: argparse.Namespace) -> int:
     count = min(args.num_images, len(dataset))
     chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:count]
     images, _ = dataset[chosen]
-    write_grid(images, two_views, recipe, Path(args.output), args.seed,
-               title=f"{preset}: p={recipe.p}, alpha={recipe.alpha}, scale={recipe.scale}")
+    write_grid(
+        images,
+        two_views,
+        recipe,
+        Path(args.output),
+        args.seed,
+        title=f"{preset}: p={recipe.p}, alpha={recipe.alpha}, scale={recipe.scale}",
+    )
     print(f"wrote {args.output} ({count} images, preset {preset})")
     return 0
 
@@ -54,5 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--p", type=float, default=None, help="central box fraction of each side")
     parser.add_argument("--alpha", type=float, default=None, help="Beta(alpha, alpha) of the crop centres")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache-dir", default=None, help="decoded-dataset cache (default $HALLUCINATOR_CACHE or ~/.cache/hallucinator)")
+    parser.add_argument(
+        "--cache-dir", default=None, help="decoded-dataset cache (default $HALLUCINATOR_CACHE or ~/.cache/hallucinator)"
+    )
     parser.set_defaults(func=show_augmentations)

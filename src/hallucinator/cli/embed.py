@@ -27,7 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("checkpoint", help="a `hallucinator pretrain` checkpoint, e.g. RUN/checkpoints/last.ckpt")
     parser.add_argument("--data-dir", required=True, help="folder of images (any depth, any sizes)")
     parser.add_argument("--output", required=True, help="file to write: .npz, or .parquet with pyarrow")
-    parser.add_argument("--head", choices=("backbone", "projector"), default="backbone", help="backbone features (default) or projector output")
+    parser.add_argument(
+        "--head",
+        choices=("backbone", "projector"),
+        default="backbone",
+        help="backbone features (default) or projector output",
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--num-workers", type=int, help="decoding processes (default: one per core, at most 4)")

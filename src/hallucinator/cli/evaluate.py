@@ -36,23 +36,32 @@ def _add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="end the output with one JSON line of the figures")
     parser.add_argument("--no-save", action="store_true", help="do not record the figures in RUN/evaluation.json")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (they go to stderr)")
-    parser.add_argument("--threads", type=int,
-                        help="CPU threads for torch (on a CPU shared with other jobs, 1 can be several times faster)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (on a CPU shared with other jobs, 1 can be several times faster)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    knn = subparsers.add_parser("knn", help="weighted kNN accuracy of a checkpoint (InstDisc protocol)",
-                                description="Weighted kNN top-1/top-5 of a checkpoint's frozen features: the "
-                                "training split is the bank, votes weighted by exp(cos / T).")
+    knn = subparsers.add_parser(
+        "knn",
+        help="weighted kNN accuracy of a checkpoint (InstDisc protocol)",
+        description="Weighted kNN top-1/top-5 of a checkpoint's frozen features: the "
+        "training split is the bank, votes weighted by exp(cos / T).",
+    )
     _add_checkpoint_arguments(knn)
     knn.add_argument("--k", type=int, default=200, help="neighbours (default 200)")
     knn.add_argument("--temperature", type=float, default=0.1, help="vote temperature T (default 0.1)")
     knn.set_defaults(func=_command("knn", run_knn))
 
-    linear = subparsers.add_parser("linear", help="linear classification on frozen features (paper protocol)",
-                                   description="The paper's linear protocol: 100 epochs, SGD lr 10 (30 for ImageNet), "
-                                   "momentum 0.9, wd 0, /10 at epochs 60 and 80, batch 512, RandomResizedCrop + flip. "
-                                   "--fast trains on features pre-computed once without augmentation.")
+    linear = subparsers.add_parser(
+        "linear",
+        help="linear classification on frozen features (paper protocol)",
+        description="The paper's linear protocol: 100 epochs, SGD lr 10 (30 for ImageNet), "
+        "momentum 0.9, wd 0, /10 at epochs 60 and 80, batch 512, RandomResizedCrop + flip. "
+        "--fast trains on features pre-computed once without augmentation.",
+    )
     _add_checkpoint_arguments(linear)
     linear.add_argument("--fast", action="store_true", help="pre-computed features, no augmentation (minutes on CPU)")
     linear.add_argument("--epochs", type=int, help="default 100 (milestones scale to 60 %% and 80 %%)")
@@ -60,32 +69,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     linear.add_argument("--seed", type=int, default=0)
     linear.set_defaults(func=_command("linear", run_linear))
 
-    metrics = subparsers.add_parser("metrics", help="positive similarity, alignment, uniformity, G_2 of a checkpoint",
-                                    description="Representation metrics on backbone features of held-out (test) "
-                                    "images: mean cosine and alignment of two augmented views (the run's training "
-                                    "augmentation), uniformity (log mean Gaussian potential, t=2) and the paper's G_2 "
-                                    "(features reduced to 2-D by PCA, on the circle).")
+    metrics = subparsers.add_parser(
+        "metrics",
+        help="positive similarity, alignment, uniformity, G_2 of a checkpoint",
+        description="Representation metrics on backbone features of held-out (test) "
+        "images: mean cosine and alignment of two augmented views (the run's training "
+        "augmentation), uniformity (log mean Gaussian potential, t=2) and the paper's G_2 "
+        "(features reduced to 2-D by PCA, on the circle).",
+    )
     _add_checkpoint_arguments(metrics)
     metrics.add_argument("--preset", help="augmentation preset for the positive pairs (default: the run's)")
     metrics.add_argument("--max-samples", type=int, default=5000, help="features used for uniformity (default 5000)")
     metrics.set_defaults(func=_command("metrics", run_metrics))
 
-    plot = subparsers.add_parser("plot", help="the paper's Fig. 4 / Fig. 5 and training curves for runs",
-                                 description="Plots for run directories, PNG and SVG, into --out.")
+    plot = subparsers.add_parser(
+        "plot",
+        help="the paper's Fig. 4 / Fig. 5 and training curves for runs",
+        description="Plots for run directories, PNG and SVG, into --out.",
+    )
     plot.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by `hallucinator pretrain`")
     plot.add_argument("--out", default="plots", help="output directory (default: plots)")
     plot.add_argument("--names", nargs="+", help="legend labels, one per run (default: directory names)")
-    plot.add_argument("--distribution", action="store_true",
-                      help="also Fig. 5 (needs each run's checkpoint and the test images)")
+    plot.add_argument(
+        "--distribution", action="store_true", help="also Fig. 5 (needs each run's checkpoint and the test images)"
+    )
     plot.add_argument("--data-dir", help="for --distribution (default: each run's data.data_dir)")
     plot.add_argument("--cache-dir")
     plot.add_argument("--device", default="auto")
     plot.add_argument("--classes", type=int, nargs="+", default=[1, 6], help="classes of Fig. 5's last row")
     plot.set_defaults(func=_command("plot", run_plot))
 
-    report = subparsers.add_parser("report", help="Markdown table of runs in the layout of the paper's Table 1",
-                                   description="report.md (Table 1 layout, arms pooled over seeds, one row per run) "
-                                   "and the Fig. 4 / training-curve plots, into --out.")
+    report = subparsers.add_parser(
+        "report",
+        help="Markdown table of runs in the layout of the paper's Table 1",
+        description="report.md (Table 1 layout, arms pooled over seeds, one row per run) "
+        "and the Fig. 4 / training-curve plots, into --out.",
+    )
     report.add_argument("runs", nargs="+", metavar="RUN_DIR")
     report.add_argument("--out", default="report", help="output directory (default: report)")
     report.add_argument("--names", nargs="+", help="run labels (default: directory names)")
@@ -133,22 +152,27 @@ class Loaded:
         same = self.dataset == data.dataset
         data_dir = args.data_dir or (data.data_dir if same else None)
         if data_dir is None:
-            raise CommandError(f"--data-dir is required for --dataset {self.dataset} (the checkpoint used {data.dataset})")
+            raise CommandError(
+                f"--data-dir is required for --dataset {self.dataset} (the checkpoint used {data.dataset})"
+            )
         self.image_size = data.image_size if same else None
         limits = {"train": args.train_limit, "test": args.test_limit}
         self.splits = {}
         for split in splits:
             # the run's own data options (labels, held-out split, size of one's own images) when it is the same data
             options = dataset_options(data) if same else {}
-            dataset = build_dataset(self.dataset, data_dir, split, cache_dir=args.cache_dir or data.cache_dir, **options)
+            dataset = build_dataset(
+                self.dataset, data_dir, split, cache_dir=args.cache_dir or data.cache_dir, **options
+            )
             # a streamed dataset (ImageNet) has no .images: batches are gathered from it directly
             images = getattr(dataset, "images", dataset)
             self.splits[split] = random_subset(images, dataset.labels, limits[split])
             self.classes = list(dataset.classes)
             self.image_size = self.image_size or int(dataset[0][0].shape[-1])
         self.transform = eval_transform(self.dataset, self.image_size)
-        self.extract = dict(batch_size=args.batch_size, device=self.device, precision=args.precision,
-                            progress=not args.no_progress)
+        self.extract = dict(
+            batch_size=args.batch_size, device=self.device, precision=args.precision, progress=not args.no_progress
+        )
         self.run_dir = None if args.no_save else _run_dir(args.checkpoint)
 
     def save(self, key: str, figures: dict) -> None:
@@ -170,8 +194,11 @@ def run_knn(args: argparse.Namespace) -> dict[str, Any]:
 
     loaded = Loaded(args)
     (train_images, train_labels), (test_images, test_labels) = loaded.splits["train"], loaded.splits["test"]
-    print(f"kNN on {loaded.dataset}: {len(train_labels)} bank images, {len(test_labels)} test images, "
-          f"k={args.k}, T={args.temperature}, device {loaded.device}", flush=True)
+    print(
+        f"kNN on {loaded.dataset}: {len(train_labels)} bank images, {len(test_labels)} test images, "
+        f"k={args.k}, T={args.temperature}, device {loaded.device}",
+        flush=True,
+    )
     train = extract_features(loaded.backbone, train_images, transform=loaded.transform, **loaded.extract)
     test = extract_features(loaded.backbone, test_images, transform=loaded.transform, **loaded.extract)
     result = knn_classify(train, train_labels, test, test_labels, k=args.k, temperature=args.temperature)
@@ -189,22 +216,35 @@ def run_linear(args: argparse.Namespace) -> dict[str, Any]:
     (train_images, train_labels), (test_images, test_labels) = loaded.splits["train"], loaded.splits["test"]
     config = LinearConfig.for_dataset(loaded.dataset, epochs=args.epochs, lr=args.lr, seed=args.seed)
     mode = "fast" if args.fast else "full"
-    print(f"linear probe ({mode}) on {loaded.dataset}: {len(train_labels)} train / {len(test_labels)} test images, "
-          f"{config.epochs} epochs, lr {config.lr:g}, milestones {list(config.milestones)}, device {loaded.device}",
-          flush=True)
+    print(
+        f"linear probe ({mode}) on {loaded.dataset}: {len(train_labels)} train / {len(test_labels)} test images, "
+        f"{config.epochs} epochs, lr {config.lr:g}, milestones {list(config.milestones)}, device {loaded.device}",
+        flush=True,
+    )
     if args.fast:
         train = extract_features(loaded.backbone, train_images, transform=loaded.transform, **loaded.extract)
         test = extract_features(loaded.backbone, test_images, transform=loaded.transform, **loaded.extract)
-        result = linear_probe_features(train, train_labels, test, test_labels, config, device=loaded.device,
-                                       progress=not args.no_progress)
+        result = linear_probe_features(
+            train, train_labels, test, test_labels, config, device=loaded.device, progress=not args.no_progress
+        )
     else:
         result = linear_probe(
-            loaded.backbone, train_images, train_labels, test_images, test_labels, config,
-            train_transform=train_transform(loaded.dataset, loaded.image_size), test_transform=loaded.transform,
-            device=loaded.device, precision=args.precision, progress=not args.no_progress,
+            loaded.backbone,
+            train_images,
+            train_labels,
+            test_images,
+            test_labels,
+            config,
+            train_transform=train_transform(loaded.dataset, loaded.image_size),
+            test_transform=loaded.transform,
+            device=loaded.device,
+            precision=args.precision,
+            progress=not args.no_progress,
         )
-    print(f"linear top-1 {result.top1:.2f} % after the last epoch (best {result.best_top1:.2f} % at epoch "
-          f"{result.best_epoch}), top-5 {result.top5:.2f} % ({mode}, {result.seconds:.0f} s)")
+    print(
+        f"linear top-1 {result.top1:.2f} % after the last epoch (best {result.best_top1:.2f} % at epoch "
+        f"{result.best_epoch}), top-5 {result.top5:.2f} % ({mode}, {result.seconds:.0f} s)"
+    )
     figures = {key: value for key, value in result.as_dict().items() if key not in ("train_loss", "test_top1")}
     figures.update(lr=config.lr, final_train_loss=result.train_loss[-1])
     loaded.save(f"linear_{mode}", figures)
@@ -224,8 +264,14 @@ def run_metrics(args: argparse.Namespace) -> dict[str, Any]:
         two_views = build_augmentation(loaded.config) or presets.build(loaded.dataset, loaded.image_size)
     two_views = two_views.to(loaded.device)
     print(f"representation metrics on {len(images)} {loaded.dataset} test images, device {loaded.device}", flush=True)
-    figures = representation_metrics(loaded.backbone, images, two_views=two_views, transform=loaded.transform,
-                                     max_samples=args.max_samples, **loaded.extract)
+    figures = representation_metrics(
+        loaded.backbone,
+        images,
+        two_views=two_views,
+        transform=loaded.transform,
+        max_samples=args.max_samples,
+        **loaded.extract,
+    )
     print(", ".join(f"{name} {value:.4f}" for name, value in figures.items()))
     loaded.save("metrics", figures)
     return figures
@@ -245,23 +291,39 @@ def run_plot(args: argparse.Namespace) -> dict[str, Any]:
 
     runs = _labels(args.runs, args.names)
     out = Path(args.out)
-    paths = plot_positive_similarity(runs, out / "positive_similarity") + plot_training_curves(runs, out / "training_curves")
+    paths = plot_positive_similarity(runs, out / "positive_similarity") + plot_training_curves(
+        runs, out / "training_curves"
+    )
     if args.distribution:
         from hallucinator.evaluation.features import extract_features
 
         features, class_names = {}, None
         for label, run_dir in runs.items():
             checkpoint = Path(run_dir) / "checkpoints" / "last.ckpt"
-            ns = argparse.Namespace(checkpoint=str(checkpoint), dataset=None, data_dir=args.data_dir,
-                                    cache_dir=args.cache_dir, device=args.device, precision="32", batch_size=512,
-                                    train_limit=None, test_limit=None, no_save=True, no_progress=False, threads=None)
+            ns = argparse.Namespace(
+                checkpoint=str(checkpoint),
+                dataset=None,
+                data_dir=args.data_dir,
+                cache_dir=args.cache_dir,
+                device=args.device,
+                precision="32",
+                batch_size=512,
+                train_limit=None,
+                test_limit=None,
+                no_save=True,
+                no_progress=False,
+                threads=None,
+            )
             loaded = Loaded(ns, splits=("test",))
             class_names = loaded.classes
             images, labels = loaded.splits["test"]
-            features[label] = extract_features(loaded.backbone, images, transform=loaded.transform,
-                                               **loaded.extract).cpu(), labels
-        paths += plot_feature_distribution(features, out / "feature_distribution", classes=args.classes,
-                                           class_names=class_names)
+            features[label] = (
+                extract_features(loaded.backbone, images, transform=loaded.transform, **loaded.extract).cpu(),
+                labels,
+            )
+        paths += plot_feature_distribution(
+            features, out / "feature_distribution", classes=args.classes, class_names=class_names
+        )
     for path in paths:
         print(path)
     return {"files": [str(p) for p in paths]}

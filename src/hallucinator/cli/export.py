@@ -19,8 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("checkpoint", help="a `hallucinator pretrain` checkpoint, e.g. RUN/checkpoints/last.ckpt")
     parser.add_argument("output", help="file to write (e.g. backbone.pth or r50-detectron2.pkl)")
     parser.add_argument("--format", choices=("torchvision", "detectron2", "timm"), default="torchvision")
-    parser.add_argument("--safetensors", action="store_true",
-                        help="write a .safetensors file instead of torch.save's pickle (torchvision and timm formats)")
+    parser.add_argument(
+        "--safetensors",
+        action="store_true",
+        help="write a .safetensors file instead of torch.save's pickle (torchvision and timm formats)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -30,8 +33,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         backbone, config = load_backbone(args.checkpoint)
-        path = export_state_dict(backbone.state_dict(), args.output, args.format, config.model.backbone,
-                                 image_size=config.data.image_size, safetensors=args.safetensors)
+        path = export_state_dict(
+            backbone.state_dict(),
+            args.output,
+            args.format,
+            config.model.backbone,
+            image_size=config.data.image_size,
+            safetensors=args.safetensors,
+        )
     except (FileNotFoundError, ValueError) as error:
         print(f"hallucinator export: {error}", file=sys.stderr)
         return 2

@@ -36,7 +36,8 @@ SHORT_FLAGS = {
 
 def _add_short_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--dataset", help="dataset name (data.dataset), e.g. cifar10, cifar100, stl10; imagefolder: a folder of your own images"
+        "--dataset",
+        help="dataset name (data.dataset), e.g. cifar10, cifar100, stl10; imagefolder: a folder of your own images",
     )
     parser.add_argument("--data-dir", help="dataset root or archive (data.data_dir)")
     parser.add_argument("--output-dir", help="run directory (output_dir)")
@@ -44,15 +45,19 @@ def _add_short_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="global batch size (data.batch_size; the lr scales with it)")
     parser.add_argument("--seed", type=int, help="random seed (seed)")
     parser.add_argument(
-        "--class-list", help="ImageNet-200's classes: a file of wnids, or random (data.class_list; default: the authors')"
+        "--class-list",
+        help="ImageNet-200's classes: a file of wnids, or random (data.class_list; default: the authors')",
     )
     parser.add_argument("--device", choices=("auto", "cpu", "gpu", "cuda", "mps"), help="trainer.accelerator")
-    parser.add_argument("--no-hallucinator", action="store_true", help="train the plain method (hallucinator.enabled=false)")
+    parser.add_argument(
+        "--no-hallucinator", action="store_true", help="train the plain method (hallucinator.enabled=false)"
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last.ckpt")
     parser.add_argument("--no-knn", action="store_true", help="skip the final kNN evaluation on the test set")
     parser.add_argument(
-        "--no-online-linear", action="store_true",
+        "--no-online-linear",
+        action="store_true",
         help="no online linear probe during pre-training (trainer.online_linear=false)",
     )
     parser.add_argument(
@@ -166,15 +171,20 @@ def run(args: argparse.Namespace) -> int:
     _record_training(result, resumed=args.resume)  # also when interrupted: a resume adds its time
     _record_online_linear(config, result)
     if result.interrupted:
-        print(f"interrupted by {result.interrupted}; continue with: hallucinator pretrain {args.config} "
-              f"--output-dir {config.output_dir} --resume")
+        print(
+            f"interrupted by {result.interrupted}; continue with: hallucinator pretrain {args.config} "
+            f"--output-dir {config.output_dir} --resume"
+        )
         return 128 + signal.Signals[result.interrupted].value
     if not args.no_knn:
         try:
             _final_knn(config, result, monitor, args.knn_limit)
         except (FileNotFoundError, ValueError) as error:  # e.g. an archive without test/: the training is kept
-            print(f"hallucinator pretrain: final kNN not run: {error}; the checkpoint is saved "
-                  f"({result.checkpoint}), rerun with --no-knn to skip it", file=sys.stderr)
+            print(
+                f"hallucinator pretrain: final kNN not run: {error}; the checkpoint is saved "
+                f"({result.checkpoint}), rerun with --no-knn to skip it",
+                file=sys.stderr,
+            )
             return 2
     return 0
 

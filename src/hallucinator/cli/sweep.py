@@ -108,16 +108,26 @@ def _write_status(output_dir: Path, status: dict[str, str]) -> None:
 
 
 def _add_sweep_flags(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--grid", action="append", metavar="KEY=V1,V2",
-                        help="a config key and its values (YAML; commas inside [...] belong to a value); repeatable")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="a config key and its values (YAML; commas inside [...] belong to a value); repeatable",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds of every grid point (default: 0)")
-    parser.add_argument("--output-dir", required=required,
-                        help="the sweep's folder: one run directory per run inside")
-    parser.add_argument("--parallel", type=int,
-                        help="runs at once (default 1); each gets cores/N CPU threads unless trainer.cpu_threads is set")
-    parser.add_argument("--evaluate", nargs="+", choices=EVALUATIONS,
-                        help="after each run, also `hallucinator linear --fast` and/or `hallucinator metrics` on its "
-                        "checkpoint (their figures enter the table)")
+    parser.add_argument("--output-dir", required=required, help="the sweep's folder: one run directory per run inside")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        help="runs at once (default 1); each gets cores/N CPU threads unless trainer.cpu_threads is set",
+    )
+    parser.add_argument(
+        "--evaluate",
+        nargs="+",
+        choices=EVALUATIONS,
+        help="after each run, also `hallucinator linear --fast` and/or `hallucinator metrics` on its "
+        "checkpoint (their figures enter the table)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the runs' commands and exit")
     parser.add_argument("--json", action="store_true", help="end the output with one JSON line of the arms")
 
@@ -134,8 +144,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("config", help="YAML config file (see configs/)")
     _add_sweep_flags(parser, required=False)
-    parser.add_argument("pretrain_args", nargs=argparse.REMAINDER,
-                        help="further pretrain flags and --section.key=value overrides, passed to every run")
+    parser.add_argument(
+        "pretrain_args",
+        nargs=argparse.REMAINDER,
+        help="further pretrain flags and --section.key=value overrides, passed to every run",
+    )
     parser.set_defaults(func=run)
 
 
@@ -155,7 +168,8 @@ def _split_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, list
 
 def _validate(config: str, runs: list[PlannedRun], extra: list[str]) -> None:
     """Resolves every run's config before anything trains, so a typo in the last grid value stops at once."""
-    from hallucinator.cli.pretrain import config_overrides, register as register_pretrain
+    from hallucinator.cli.pretrain import config_overrides
+    from hallucinator.cli.pretrain import register as register_pretrain
     from hallucinator.engine import ConfigError, load_config
 
     parser = argparse.ArgumentParser(add_help=False)
@@ -168,15 +182,27 @@ def _validate(config: str, runs: list[PlannedRun], extra: list[str]) -> None:
             raise SweepError(f"{planned.name}: config error: {error}") from error
 
 
-def _commands(config: str, output_dir: Path, planned: PlannedRun, extra: list[str], resume: bool,
-              evaluations: list[str]) -> list[list[str]]:
+def _commands(
+    config: str, output_dir: Path, planned: PlannedRun, extra: list[str], resume: bool, evaluations: list[str]
+) -> list[list[str]]:
     """The run's pretrain command, then its evaluation commands (each records into the run's evaluation.json)."""
     run_dir = output_dir / planned.name
-    pretrain = ["pretrain", config, "--output-dir", str(run_dir), "--seed", str(planned.seed), *planned.overrides, *extra]
+    pretrain = [
+        "pretrain",
+        config,
+        "--output-dir",
+        str(run_dir),
+        "--seed",
+        str(planned.seed),
+        *planned.overrides,
+        *extra,
+    ]
     checkpoint = str(run_dir / "checkpoints" / "last.ckpt")
     evaluate = [[*EVALUATIONS[name], checkpoint, "--json", "--no-progress"] for name in evaluations]
-    return [[sys.executable, "-m", "hallucinator", *arguments]
-            for arguments in [pretrain + ["--resume"] if resume else pretrain, *evaluate]]
+    return [
+        [sys.executable, "-m", "hallucinator", *arguments]
+        for arguments in [pretrain + ["--resume"] if resume else pretrain, *evaluate]
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -204,8 +230,11 @@ def _sweep(args: argparse.Namespace) -> int:
     todo = [r for r in runs if status.get(r.name) != "done"]
     resumable = {r.name for r in todo if (output_dir / r.name / "checkpoints" / "last.ckpt").is_file()}
     commands = {r.name: _commands(args.config, output_dir, r, extra, r.name in resumable, args.evaluate) for r in todo}
-    print(f"sweep: {len(runs)} runs ({len(runs) - len(todo)} finished, {len(resumable)} to resume, "
-          f"{len(todo) - len(resumable)} to start) in {output_dir}", flush=True)
+    print(
+        f"sweep: {len(runs)} runs ({len(runs) - len(todo)} finished, {len(resumable)} to resume, "
+        f"{len(todo) - len(resumable)} to start) in {output_dir}",
+        flush=True,
+    )
     if args.dry_run:
         for run_commands in commands.values():
             print(" && ".join(shlex.join(["hallucinator", *command[3:]]) for command in run_commands))
@@ -215,14 +244,22 @@ def _sweep(args: argparse.Namespace) -> int:
     finished = [output_dir / r.name for r in runs if status.get(r.name) == "done"]
     _summarise(finished, output_dir, args.json)
     if failed:
-        print(f"sweep: {len(failed)} run(s) failed: {', '.join(failed)}; their logs are in their run directories; "
-              "rerun the same command to retry them", file=sys.stderr)
+        print(
+            f"sweep: {len(failed)} run(s) failed: {', '.join(failed)}; their logs are in their run directories; "
+            "rerun the same command to retry them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
 
-def _run_all(todo: list[PlannedRun], commands: dict[str, list[list[str]]], output_dir: Path, status: dict[str, str],
-             parallel: int) -> list[str]:
+def _run_all(
+    todo: list[PlannedRun],
+    commands: dict[str, list[list[str]]],
+    output_dir: Path,
+    status: dict[str, str],
+    parallel: int,
+) -> list[str]:
     """Runs the commands, recording each finished run at once; returns the names of the runs that failed."""
     failed: list[str] = []
 
@@ -250,8 +287,10 @@ def _run_all(todo: list[PlannedRun], commands: dict[str, list[list[str]]], outpu
             _write_status(output_dir, status)
         else:
             failed.append(planned.name)
-        say(f"[{index}/{len(todo)}] {planned.name}: {'done' if code == 0 else f'failed (exit {code})'} "
-            f"after {minutes:.1f} min")
+        say(
+            f"[{index}/{len(todo)}] {planned.name}: {'done' if code == 0 else f'failed (exit {code})'} "
+            f"after {minutes:.1f} min"
+        )
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         for future in [pool.submit(one, i, planned) for i, planned in enumerate(todo, start=1)]:
@@ -269,8 +308,11 @@ def _summarise(finished: list[Path], output_dir: Path, as_json: bool) -> None:
     print(table)
     if as_json:
         arms = [
-            {"arm": name, "seeds": [r.seed for r in members],
-             **{attr: [getattr(r, attr) for r in members] for _, attr in COLUMNS}}
+            {
+                "arm": name,
+                "seeds": [r.seed for r in members],
+                **{attr: [getattr(r, attr) for r in members] for _, attr in COLUMNS},
+            }
             for name, members in group_arms(runs).items()
         ]
         print(json.dumps({"arms": arms}))

@@ -178,7 +178,9 @@ def gaussian_blur(images: Tensor, kernel_size: int, sigma: Tensor | float) -> Te
     n, c, h, w = images.shape
     half = kernel_size // 2
     if half >= min(h, w):
-        raise ValueError(f"blur kernel {kernel_size} is too large for {h}x{w} images: use an odd size below {2 * min(h, w)}")
+        raise ValueError(
+            f"blur kernel {kernel_size} is too large for {h}x{w} images: use an odd size below {2 * min(h, w)}"
+        )
     offsets = torch.arange(-half, half + 1, dtype=images.dtype, device=images.device)
     sigma = _per_sample(sigma, images).reshape(-1, 1).expand(n, 1)
     kernel = torch.softmax(-0.5 * (offsets / sigma) ** 2, dim=1)  # (N, k), rows sum to 1

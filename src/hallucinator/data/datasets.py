@@ -88,41 +88,76 @@ DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
         DatasetInfo(
-            "cifar10", 10, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), False,
+            "cifar10",
+            10,
+            32,
+            (0.4914, 0.4822, 0.4465),
+            (0.2470, 0.2435, 0.2616),
+            False,
             "ROOT/cifar-10-batches-py/ (torchvision's CIFAR10: data_batch_1..5, test_batch, batches.meta from "
             "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, extracted), or ROOT = an ImageFolder "
             "directory or .tar/.tar.gz archive with train/<class>/ and test/<class>/",
         ),
         DatasetInfo(
-            "cifar100", 100, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), False,
+            "cifar100",
+            100,
+            32,
+            (0.5071, 0.4865, 0.4409),
+            (0.2673, 0.2564, 0.2762),
+            False,
             "ROOT/cifar-100-python/ (torchvision's CIFAR100: train, test, meta from "
             "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, extracted), or an ImageFolder directory/archive",
         ),
         DatasetInfo(
-            "stl10", 10, 96, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713), False,
+            "stl10",
+            10,
+            96,
+            (0.4467, 0.4398, 0.4066),
+            (0.2603, 0.2566, 0.2713),
+            False,
             "ROOT/stl10_binary/ (torchvision's STL10: train_X.bin, train_y.bin, test_X.bin, test_y.bin, "
             "unlabeled_X.bin, class_names.txt from http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz, "
             "extracted), or an ImageFolder directory/archive (unlabeled/ optional)",
         ),
         DatasetInfo(
-            "tiny-imagenet", 200, 64, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), False,
+            "tiny-imagenet",
+            200,
+            64,
+            (0.4802, 0.4481, 0.3975),
+            (0.2770, 0.2691, 0.2821),
+            False,
             "ROOT/tiny-imagenet-200/ or ROOT itself with wnids.txt, train/<wnid>/images/*.JPEG and "
             "val/images/*.JPEG + val/val_annotations.txt (http://cs231n.stanford.edu/tiny-imagenet-200.zip, "
             "unzipped; no download here), or an ImageFolder directory/archive",
         ),
         DatasetInfo(
-            "imagenet", 1000, 256, _IMAGENET_MEAN, _IMAGENET_STD, True,
+            "imagenet",
+            1000,
+            256,
+            _IMAGENET_MEAN,
+            _IMAGENET_STD,
+            True,
             "ROOT with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (ImageFolder layout), or torchvision's ImageNet "
             "layout (ILSVRC2012_devkit_t12.tar.gz + ILSVRC2012_img_train.tar + ILSVRC2012_img_val.tar in ROOT; "
             "manual download from https://image-net.org)",
         ),
         DatasetInfo(
-            "imagenet200", 200, 256, _IMAGENET_MEAN, _IMAGENET_STD, True,
+            "imagenet200",
+            200,
+            256,
+            _IMAGENET_MEAN,
+            _IMAGENET_STD,
+            True,
             "as imagenet; the 200 classes are the authors' list (imagenet200_classes()), or class_list (a file "
             "with one wnid per line), or class_list='random': a seeded random choice (seed) of ImageNet's classes",
         ),
         DatasetInfo(
-            "imagefolder", None, None, _IMAGENET_MEAN, _IMAGENET_STD, False,
+            "imagefolder",
+            None,
+            None,
+            _IMAGENET_MEAN,
+            _IMAGENET_STD,
+            False,
             "ROOT = a folder of your own images in any layout (docs/data.md, 'Your own images'), or a .tar/.tar.gz "
             "archive with train/<class>/* and test/<class>/* (or val/), optionally unlabeled/*",
         ),
@@ -154,9 +189,7 @@ class ImageDataset(torch.utils.data.Dataset):
         >>> images, labels = train[torch.arange(256)]  # (256, 3, 32, 32) uint8, (256,) int64  # doctest: +SKIP
     """
 
-    def __init__(
-        self, images: Tensor, labels: Tensor, classes: Sequence[str], images_path: Path | None = None
-    ) -> None:
+    def __init__(self, images: Tensor, labels: Tensor, classes: Sequence[str], images_path: Path | None = None) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -305,7 +338,9 @@ def decode_image(data: bytes, name: str, size: int | None = None) -> np.ndarray:
                 image = _fit(image, size)
             return np.asarray(image)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-        raise ValueError(f"cannot decode image {name}: {error} (corrupt or not an image: delete or replace it)") from error
+        raise ValueError(
+            f"cannot decode image {name}: {error} (corrupt or not an image: delete or replace it)"
+        ) from error
 
 
 def _read_file(path: str, size: int) -> np.ndarray:
@@ -325,9 +360,7 @@ def _read_file(path: str, size: int) -> np.ndarray:
     return np.array(decode_image(Path(path).read_bytes(), path, size))  # writable, for torch.from_numpy
 
 
-def _decode_into(
-    out: np.ndarray, items: Sequence[tuple[str, Callable[[], bytes]]], size: int | None
-) -> None:
+def _decode_into(out: np.ndarray, items: Sequence[tuple[str, Callable[[], bytes]]], size: int | None) -> None:
     """Decodes ``items`` (name, bytes getter) into ``out`` (N, 3, H, W), in a few threads (PIL releases the GIL)."""
     expected = out.shape[2:]
 
@@ -398,7 +431,9 @@ def _label_entries(
         if folder == "unlabeled":
             labels.append(-1)
         elif cls not in index:
-            raise ValueError(f"{where}: class folder {folder}/{cls} does not exist in train/ (classes {classes[:5]}...)")
+            raise ValueError(
+                f"{where}: class folder {folder}/{cls} does not exist in train/ (classes {classes[:5]}...)"
+            )
         else:
             labels.append(index[cls])
     return order, classes, labels
@@ -473,7 +508,8 @@ def _is_image_folder(root: Path) -> bool:
         return False
     return any(
         f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS)
-        for class_dir in train.iterdir() if class_dir.is_dir()
+        for class_dir in train.iterdir()
+        if class_dir.is_dir()
         for f in class_dir.iterdir()
     )
 
@@ -503,7 +539,9 @@ def _cached_listing(
 
 def _image_folder(name: str, root: Path, split: str, size: int | None, cache_dir) -> ImageDataset:
     if _is_archive(root):
-        return _cached_listing(name, split, lambda: _list_archive(root, split), cache.fingerprint(root), size, cache_dir)
+        return _cached_listing(
+            name, split, lambda: _list_archive(root, split), cache.fingerprint(root), size, cache_dir
+        )
     # A directory's identity needs its file list; listing is cheap next to decoding.
     listing = _list_folder(root, split)
     return _cached_listing(name, split, lambda: listing, listing.identity, size, cache_dir)
@@ -530,7 +568,9 @@ def _from_arrays(
         return labels, classes
 
     files = sorted(p for p in source.rglob("*") if p.is_file())
-    split_cache = cache.load_or_build(name, split, cache.fingerprint(source, files), lambda: get()[0].shape, fill, cache_dir)
+    split_cache = cache.load_or_build(
+        name, split, cache.fingerprint(source, files), lambda: get()[0].shape, fill, cache_dir
+    )
     return ImageDataset(split_cache.images, split_cache.labels, split_cache.classes, split_cache.images_path)
 
 
@@ -546,7 +586,9 @@ def _torchvision(info: DatasetInfo, factory: Callable[..., object], root: Path, 
 def _cifar(info: DatasetInfo, root: Path, split: str, download: bool, cache_dir) -> ImageDataset:
     from torchvision import datasets as tvd
 
-    factory, folder = (tvd.CIFAR10, "cifar-10-batches-py") if info.name == "cifar10" else (tvd.CIFAR100, "cifar-100-python")
+    factory, folder = (
+        (tvd.CIFAR10, "cifar-10-batches-py") if info.name == "cifar10" else (tvd.CIFAR100, "cifar-100-python")
+    )
     if root.name == folder:
         root = root.parent
     if not (root / folder).is_dir() and not download:
@@ -614,7 +656,9 @@ def _tiny_imagenet(info: DatasetInfo, root: Path, split: str, download: bool, ca
         wnids,
         cache.fingerprint(native, files),
     )
-    return _cached_listing(info.name, "test" if split == "test" else "train", lambda: listing, listing.identity, info.image_size, cache_dir)
+    return _cached_listing(
+        info.name, "test" if split == "test" else "train", lambda: listing, listing.identity, info.image_size, cache_dir
+    )
 
 
 def _imagenet_samples(info: DatasetInfo, root: Path, split: str) -> tuple[list[str], list[int], list[str]]:

@@ -102,7 +102,10 @@ class FolderReport:
             if self.streamed
             else f"decoded once into the memory-mapped cache: {gb}, within {budget}"
         )
-        lines = [f"{self.root} ({self.split}): {self.num_images:,} images, {classes}; {path}", f"image size: {self.size_reason}"]
+        lines = [
+            f"{self.root} ({self.split}): {self.num_images:,} images, {classes}; {path}",
+            f"image size: {self.size_reason}",
+        ]
         if self.ignored_files:
             lines.append(f"ignored {self.ignored_files} files that are not images (hidden files, other extensions)")
         if self.unreadable:
@@ -254,7 +257,9 @@ def probe(scan: FolderScan, cache_dir: str | Path | None = None) -> dict[str, li
     return results
 
 
-def unreadable_error(root: Path, failures: dict[str, str], skip_flag: str = "--data.skip_unreadable=true") -> ValueError:
+def unreadable_error(
+    root: Path, failures: dict[str, str], skip_flag: str = "--data.skip_unreadable=true"
+) -> ValueError:
     """One line naming every unreadable file (``{name: reason}``), the first reason, and the flag that skips them."""
     first = next(iter(failures.values()))
     return ValueError(

@@ -48,7 +48,9 @@ class BatchSampler(Sampler[Tensor]):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        self.world_size = world_size if world_size is not None else (torch.distributed.get_world_size() if distributed else 1)
+        self.world_size = (
+            world_size if world_size is not None else (torch.distributed.get_world_size() if distributed else 1)
+        )
         self.rank = rank if rank is not None else (torch.distributed.get_rank() if distributed else 0)
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} is not in [0, world_size={self.world_size})")

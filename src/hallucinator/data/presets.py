@@ -78,8 +78,10 @@ def recipe(name: str, image_size: int | None = None, **overrides: object) -> Rec
     """The :class:`Recipe` of preset ``name`` with ``overrides`` applied."""
     dataset, style = _split_name(name)
     if dataset not in DATASETS:
-        raise ValueError(f"unknown preset {name!r}: expected <dataset>[-<style>] with dataset in "
-                         f"{', '.join(DATASETS)} and style in {', '.join(STYLES)}")
+        raise ValueError(
+            f"unknown preset {name!r}: expected <dataset>[-<style>] with dataset in "
+            f"{', '.join(DATASETS)} and style in {', '.join(STYLES)}"
+        )
     info = DATASETS[dataset]
     small = dataset in SMALL
     fields: dict[str, object] = {"image_size": SMALL.get(dataset, LARGE_SIZE), "mean": info.mean, "std": info.std}
@@ -154,8 +156,11 @@ class EvalTransform(nn.Module):
             short = round(self.size / 0.875)
             scale = short / min(height, width)
             images = F.interpolate(
-                images, size=(max(short, round(height * scale)), max(short, round(width * scale))),
-                mode="bilinear", align_corners=False, antialias=True,
+                images,
+                size=(max(short, round(height * scale)), max(short, round(width * scale))),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
             ).clamp_(0.0, 1.0)
             height, width = images.shape[-2:]
         top, left = (height - self.size) // 2, (width - self.size) // 2

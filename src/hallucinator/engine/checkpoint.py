@@ -42,8 +42,9 @@ def build_backbone(config: Config) -> nn.Module:
     One place for pre-training and for loading checkpoints, so both build the same network.
     """
     model = config.model
-    return backbones.build(model.backbone, cifar_stem=model.cifar_stem, width=model.width,
-                           image_size=config.data.image_size)
+    return backbones.build(
+        model.backbone, cifar_stem=model.cifar_stem, width=model.width, image_size=config.data.image_size
+    )
 
 
 def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Config]:

@@ -337,28 +337,33 @@ def validate(config: Config) -> None:
     _positive("hallucinator.num_layers", h.num_layers, allow_zero=True)
     _choice("hallucinator.extrapolation_mode", h.extrapolation_mode, EXTRAPOLATION_MODES)
     if h.extrapolation_mode == "symmetric" and config.model.method == "simsiam":
-        raise ConfigError("hallucinator.extrapolation_mode: SimSiam's stop-gradient targets leave nothing to extrapolate "
-                          "symmetrically; use asymmetric")
+        raise ConfigError(
+            "hallucinator.extrapolation_mode: SimSiam's stop-gradient targets leave nothing to extrapolate "
+            "symmetrically; use asymmetric"
+        )
     if not h.extrapolation[0] <= h.extrapolation[1]:
         raise ConfigError(f"hallucinator.extrapolation: need beta1 <= beta2, got {list(h.extrapolation)}")
     if not 0.0 <= h.weight <= 1.0:
         raise ConfigError(f"hallucinator.weight: must be in [0, 1], got {h.weight}")
     _choice("hallucinator.train_mode", h.train_mode, TRAIN_MODES)
     if not 0.0 < h.adversarial_strength <= 1.0:
-        raise ConfigError(f"hallucinator.adversarial_strength: must be in (0, 1] (try 0.01-0.3), got {h.adversarial_strength}")
+        raise ConfigError(
+            f"hallucinator.adversarial_strength: must be in (0, 1] (try 0.01-0.3), got {h.adversarial_strength}"
+        )
     _positive("hallucinator.guard_weight", h.guard_weight, allow_zero=True)
     if h.guard_weight > 0 and h.train_mode != "joint":
-        raise ConfigError(f"hallucinator.guard_weight: the hardness guard needs train_mode joint, got {h.train_mode!r}; "
-                          "set hallucinator.guard_weight=0 or hallucinator.train_mode=joint")
+        raise ConfigError(
+            f"hallucinator.guard_weight: the hardness guard needs train_mode joint, got {h.train_mode!r}; "
+            "set hallucinator.guard_weight=0 or hallucinator.train_mode=joint"
+        )
     _positive("hallucinator.warmup_epochs", h.warmup_epochs, allow_zero=True)
     if not 0.0 <= h.warmup_fraction <= 1.0:
         raise ConfigError(f"hallucinator.warmup_fraction: must be in [0, 1], got {h.warmup_fraction}")
     if h.warmup_epochs > 0 and h.warmup_fraction > 0:
         raise ConfigError("hallucinator.warmup_epochs and hallucinator.warmup_fraction: set at most one of them")
     d = config.data
-    if d.class_list is not None:
-        if d.dataset != "imagenet200":
-            raise ConfigError(f"data.class_list: only imagenet200 takes a class list, this config trains {d.dataset}")
+    if d.class_list is not None and d.dataset != "imagenet200":
+        raise ConfigError(f"data.class_list: only imagenet200 takes a class list, this config trains {d.dataset}")
     _positive("data.center_crop_warmup_epochs", d.center_crop_warmup_epochs, allow_zero=True)
     _positive("data.batch_size", d.batch_size)
     _positive("data.num_workers", d.num_workers, allow_zero=True)

@@ -52,9 +52,7 @@ class StepBatches:
         self.subset = subset
         self.num_images = len(subset) if subset is not None else len(dataset)
         if self.num_images < batch_size:
-            raise ConfigError(
-                f"data.batch_size: {batch_size} is larger than the {self.num_images} pre-training images"
-            )
+            raise ConfigError(f"data.batch_size: {batch_size} is larger than the {self.num_images} pre-training images")
         self.batch_size = batch_size
         self.seed = seed
         self.position = position
@@ -130,7 +128,9 @@ def build_split(d: DataConfig, split: str) -> Any:
     from hallucinator.data import build_dataset
 
     try:
-        return build_dataset(d.dataset, d.data_dir, split, download=d.download, cache_dir=d.cache_dir, **dataset_options(d))
+        return build_dataset(
+            d.dataset, d.data_dir, split, download=d.download, cache_dir=d.cache_dir, **dataset_options(d)
+        )
     except (ValueError, KeyError) as error:
         message = str(error)
         named = "--data" in message or message.startswith("data.")  # already names the flag that fixes it
@@ -153,7 +153,9 @@ def _announce_folder(config: Config, dataset: Any) -> None:
     for line in report.lines():
         print(line, flush=True)
     if report.streamed:
-        print(f"decoding in {streaming_workers(config.data, dataset)} DataLoader workers (data.num_workers)", flush=True)
+        print(
+            f"decoding in {streaming_workers(config.data, dataset)} DataLoader workers (data.num_workers)", flush=True
+        )
     if report.unreadable:
         listing = Path(config.output_dir) / "unreadable.txt"
         listing.parent.mkdir(parents=True, exist_ok=True)

@@ -106,7 +106,9 @@ class PretrainModule(pl.LightningModule):
     def __init__(self, config: Config | dict[str, Any], steps_per_epoch: int, num_classes: int = 0) -> None:
         super().__init__()
         config = from_dict(config) if isinstance(config, dict) else config
-        self.save_hyperparameters({"config": to_dict(config), "steps_per_epoch": steps_per_epoch, "num_classes": num_classes})
+        self.save_hyperparameters(
+            {"config": to_dict(config), "steps_per_epoch": steps_per_epoch, "num_classes": num_classes}
+        )
         self.config = config
         self.steps_per_epoch = steps_per_epoch
         self.method = build_method(config)
@@ -175,7 +177,9 @@ class PretrainModule(pl.LightningModule):
 
     # ---- optimisation
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor | None:
         step = self.global_step
         weight = warmup_weight(self.config, step, self.steps_per_epoch, self.total_steps)
         self.method.hallucination_weight = weight

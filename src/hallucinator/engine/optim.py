@@ -66,9 +66,7 @@ def _param_groups(config: Config, model: nn.Module) -> list[dict]:
     if o.fix_predictor_lr:
         predictor = getattr(model, "predictor", None)
         if not isinstance(predictor, nn.Module):
-            raise ConfigError(
-                f"optimizer.fix_predictor_lr: {type(model).__name__} has no predictor; set it to false"
-            )
+            raise ConfigError(f"optimizer.fix_predictor_lr: {type(model).__name__} has no predictor; set it to false")
         fixed = {id(p) for p in predictor.parameters()}
     groups: list[dict] = []
     for is_fixed in (False, True):
@@ -76,7 +74,12 @@ def _param_groups(config: Config, model: nn.Module) -> list[dict]:
         if o.name == "lars":
             groups += [
                 {"params": [p for p in chosen if p.ndim > 1], "fixed_lr": is_fixed},
-                {"params": [p for p in chosen if p.ndim <= 1], "fixed_lr": is_fixed, "lars": False, "weight_decay": 0.0},
+                {
+                    "params": [p for p in chosen if p.ndim <= 1],
+                    "fixed_lr": is_fixed,
+                    "lars": False,
+                    "weight_decay": 0.0,
+                },
             ]
         else:
             groups.append({"params": chosen, "fixed_lr": is_fixed})
@@ -98,7 +101,9 @@ def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
 def lr_lambdas(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_steps: int) -> list:
     """One ``LambdaLR`` multiplier per parameter group: :func:`lr_factor`, or 1 for a ``fixed_lr`` group."""
     return [
-        (lambda step: 1.0) if group.get("fixed_lr") else (lambda step: lr_factor(config, step, steps_per_epoch, total_steps))
+        (lambda step: 1.0)
+        if group.get("fixed_lr")
+        else (lambda step: lr_factor(config, step, steps_per_epoch, total_steps))
         for group in optimizer.param_groups
     ]
 

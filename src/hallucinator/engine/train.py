@@ -131,7 +131,10 @@ def resolve_precision(config: Config) -> tuple[str, str]:
     if on_cpu:
         capability = torch.backends.cpu.get_cpu_capability()
         if cpu_has_native_bf16():
-            return "bf16-mixed", f"trainer.precision auto: bf16-mixed, this CPU ({capability}) has native bf16 (AVX-512 BF16 / AMX)"
+            return (
+                "bf16-mixed",
+                f"trainer.precision auto: bf16-mixed, this CPU ({capability}) has native bf16 (AVX-512 BF16 / AMX)",
+            )
         return "32-true", (
             f"trainer.precision auto: 32-true, this CPU ({capability}) has no native bf16 (AVX-512 BF16 / AMX), "
             "where bf16 is ~15x slower"
@@ -272,7 +275,9 @@ def pretrain(
     module = PretrainModule(config, steps_per_epoch, num_classes=label_classes(data))
     throughput = Throughput()
     with quiet_lightning():
-        trainer = build_trainer(config, [checkpoints, throughput, _SaveConfig(config, output_dir), *callbacks], output_dir)
+        trainer = build_trainer(
+            config, [checkpoints, throughput, _SaveConfig(config, output_dir), *callbacks], output_dir
+        )
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except RuntimeError as error:

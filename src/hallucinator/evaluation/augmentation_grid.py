@@ -75,8 +75,11 @@ def write_grid(
             box = _central_box(view_module, height, width)
             if box is not None:
                 x0, y0, x1, y1 = box
-                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="yellow",
-                                       lw=1.2, linestyle="--"))
+                ax.add_patch(
+                    Rectangle(
+                        (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="yellow", lw=1.2, linestyle="--"
+                    )
+                )
                 break
         for column, (pixels, _) in enumerate(views, start=1):
             axes[row, column].imshow(_displayable(pixels[row : row + 1], recipe)[0].numpy(), interpolation="nearest")

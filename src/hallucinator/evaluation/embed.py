@@ -52,7 +52,9 @@ def load_encoder(checkpoint: str | Path, head: str = "backbone") -> tuple[nn.Mod
         return backbone, config
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     projector = build_method(config).projector
-    projector.load_state_dict({k[len(PROJECTOR_PREFIX) :]: v for k, v in state.items() if k.startswith(PROJECTOR_PREFIX)})
+    projector.load_state_dict(
+        {k[len(PROJECTOR_PREFIX) :]: v for k, v in state.items() if k.startswith(PROJECTOR_PREFIX)}
+    )
     return nn.Sequential(backbone, projector), config
 
 
@@ -86,7 +88,9 @@ def embed_folder(
     scan, unreadable = readable(everything, probe(everything, cache_dir), skip_unreadable, "--skip-unreadable")
     dataset = FileImageDataset(scan.files, scan.labels, [], size)
     workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
-    loader = batch_loader(dataset, batch_size, shuffle=False, drop_last=False, rank=0, world_size=1, num_workers=workers)
+    loader = batch_loader(
+        dataset, batch_size, shuffle=False, drop_last=False, rank=0, world_size=1, num_workers=workers
+    )
     if progress:
         from tqdm.auto import tqdm
 
@@ -117,7 +121,9 @@ def check_output(path: str | Path) -> str:
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise ValueError(f"--output {path}: .parquet needs pyarrow (pip install 'hallucinator[parquet]'); or write .npz") from None
+            raise ValueError(
+                f"--output {path}: .parquet needs pyarrow (pip install 'hallucinator[parquet]'); or write .npz"
+            ) from None
     return suffix[1:]
 
 
@@ -137,7 +143,9 @@ def save_embeddings(path: str | Path, names: list[str], embeddings: np.ndarray) 
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            vectors = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.astype(np.float32).reshape(-1)), embeddings.shape[1])
+            vectors = pa.FixedSizeListArray.from_arrays(
+                pa.array(embeddings.astype(np.float32).reshape(-1)), embeddings.shape[1]
+            )
             pq.write_table(pa.table({"path": pa.array(names, pa.string()), "embedding": vectors}), tmp)
         os.replace(tmp, path)
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +15,7 @@ from hallucinator.data.subset import stratified_subset
 Transform = Callable[[Tensor], Tensor]
 # An in-memory uint8 tensor (N, C, H, W), or a dataset indexed by a tensor of indices that
 # returns (images, labels) batches (hallucinator.data.FileImageDataset for ImageNet).
-ImageSource = Union[Tensor, Any]
+ImageSource = Tensor | Any
 
 _AUTOCAST_DTYPES = {"32": None, "fp32": None, "bf16": torch.bfloat16, "16": torch.float16, "fp16": torch.float16}
 
@@ -89,7 +89,9 @@ def to_unit_float(images: Tensor) -> Tensor:
 def check_images(images: ImageSource, name: str = "images") -> None:
     if isinstance(images, Tensor):
         if images.ndim != 4:
-            raise ValueError(f"{name} must be a (N, C, H, W) tensor (e.g. ImageDataset.images), got {tuple(images.shape)}")
+            raise ValueError(
+                f"{name} must be a (N, C, H, W) tensor (e.g. ImageDataset.images), got {tuple(images.shape)}"
+            )
     elif not (hasattr(images, "__getitem__") and hasattr(images, "__len__")):
         raise ValueError(f"{name} must be a (N, C, H, W) tensor or a dataset, got {type(images).__name__}")
 

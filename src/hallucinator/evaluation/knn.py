@@ -46,13 +46,13 @@ def _check_bank(train_features: Tensor, train_labels: Tensor, test_features: Ten
     if len(train_features) == 0:
         raise ValueError("the kNN bank is empty: pass at least one training feature")
     if (train_labels < 0).any():
-        raise ValueError("train_labels contains negative (unlabeled) entries: kNN needs a labeled bank, e.g. split='train'")
+        raise ValueError(
+            "train_labels contains negative (unlabeled) entries: kNN needs a labeled bank, e.g. split='train'"
+        )
 
 
 @torch.no_grad()
-def topk_neighbours(
-    bank: Tensor, queries: Tensor, k: int, bank_chunk_size: int = 65536
-) -> tuple[Tensor, Tensor]:
+def topk_neighbours(bank: Tensor, queries: Tensor, k: int, bank_chunk_size: int = 65536) -> tuple[Tensor, Tensor]:
     """Cosine similarities and indices of the ``k`` nearest bank rows for each (normalised) query.
 
     The bank is scanned in chunks; each chunk's top-k is merged into a running top-k, so

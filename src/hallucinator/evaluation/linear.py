@@ -98,7 +98,12 @@ class LinearResult:
         return self.test_top1[self.best_epoch - 1] if self.test_top1 else self.top1
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "final_top1": self.final_top1, "best_top1": self.best_top1, "best_epoch": self.best_epoch}
+        return {
+            **asdict(self),
+            "final_top1": self.final_top1,
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+        }
 
 
 def _train_head(
@@ -113,7 +118,9 @@ def _train_head(
 
     Returns the per-epoch training loss and ``score()`` (test top-1) after every epoch.
     """
-    optimizer = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer = torch.optim.SGD(
+        head.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), gamma=config.gamma)
     generator = torch.Generator().manual_seed(config.seed)
     epochs = range(config.epochs)

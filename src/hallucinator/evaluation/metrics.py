@@ -134,4 +134,6 @@ def representation_metrics(
 
 def _check_pairs(q: Tensor, k: Tensor) -> None:
     if q.ndim != 2 or q.shape != k.shape:
-        raise ValueError(f"positive pairs need two (N, D) tensors of equal shape, got {tuple(q.shape)} and {tuple(k.shape)}")
+        raise ValueError(
+            f"positive pairs need two (N, D) tensors of equal shape, got {tuple(q.shape)} and {tuple(k.shape)}"
+        )

@@ -57,14 +57,18 @@ def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:
     """
     files = metrics_files(run_dir)
     if not files:
-        raise FileNotFoundError(f"no metrics CSV under {run_dir}: pass a run directory written by `hallucinator pretrain`")
+        raise FileNotFoundError(
+            f"no metrics CSV under {run_dir}: pass a run directory written by `hallucinator pretrain`"
+        )
     rows: list[dict[str, str]] = []
     for path in files:
         with path.open(newline="") as handle:
             rows += list(csv.DictReader(handle))
     names = list(dict.fromkeys(name for row in rows for name in row))
-    return {name: np.array([float(row[name]) if row.get(name) not in ("", None) else math.nan for row in rows])
-            for name in names}
+    return {
+        name: np.array([float(row[name]) if row.get(name) not in ("", None) else math.nan for row in rows])
+        for name in names
+    }
 
 
 def metric_series(metrics: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -122,8 +126,13 @@ def plot_positive_similarity(
         (line,) = ax.plot(x, _smooth(y, smoothing or max(1, len(y) // 50)), label=label)
         x, y = metric_series(metrics, "hal_similarity")
         if len(y):
-            ax.plot(x, _smooth(y, smoothing or max(1, len(y) // 50)), linestyle="--", color=line.get_color(),
-                    label=f"{label} (hallucinated pair)")
+            ax.plot(
+                x,
+                _smooth(y, smoothing or max(1, len(y) // 50)),
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{label} (hallucinated pair)",
+            )
     ax.set(xlabel="epoch", ylabel="similarity of positive pairs S", title="Similarity of positives during training")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -143,8 +152,14 @@ def plot_training_curves(runs: Mapping[str, str | Path], out: str | Path) -> lis
     loss_ax.set(xlabel="epoch", ylabel="training loss", title="Loss")
     knn_ax.set(xlabel="epoch", ylabel="kNN top-1 (%)", title="kNN accuracy")
     if not knn_ax.lines:
-        knn_ax.text(0.5, 0.5, "no knn_top1 logged\n(trainer.knn_every_n_epochs)", ha="center", va="center",
-                    transform=knn_ax.transAxes)
+        knn_ax.text(
+            0.5,
+            0.5,
+            "no knn_top1 logged\n(trainer.knn_every_n_epochs)",
+            ha="center",
+            va="center",
+            transform=knn_ax.transAxes,
+        )
     for ax in (loss_ax, knn_ax):
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -162,10 +177,9 @@ def circle_kde(points: Tensor, grid_size: int = 120, bandwidth: float | None = N
         bandwidth = float(points.std(dim=0).mean()) * len(points) ** (-1 / 6)
     axis = torch.linspace(-1.25, 1.25, grid_size, dtype=torch.float64)
     grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2)
-    density = torch.cat([
-        torch.exp(-torch.cdist(chunk, points).square() / (2 * bandwidth**2)).mean(dim=1)
-        for chunk in grid.split(4096)
-    ]) / (2 * math.pi * bandwidth**2)
+    density = torch.cat(
+        [torch.exp(-torch.cdist(chunk, points).square() / (2 * bandwidth**2)).mean(dim=1) for chunk in grid.split(4096)]
+    ) / (2 * math.pi * bandwidth**2)
     return density.reshape(grid_size, grid_size).numpy(), 1.25
 
 

@@ -71,11 +71,21 @@ class RunSummary:
 
 # Keys that say where and how visibly a run ran, not what it trained: runs differing only in these
 # (and the seed) are one arm. Everything else in the resolved config, precision included, splits arms.
-NOT_RECIPE = frozenset({
-    "seed", "output_dir", "data.cache_dir", "data.download", "data.num_workers",
-    "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_epochs",
-    "trainer.last_every_n_steps", "trainer.knn_every_n_epochs", "trainer.cpu_threads",
-})
+NOT_RECIPE = frozenset(
+    {
+        "seed",
+        "output_dir",
+        "data.cache_dir",
+        "data.download",
+        "data.num_workers",
+        "trainer.progress_bar",
+        "trainer.log_every_n_steps",
+        "trainer.checkpoint_every_n_epochs",
+        "trainer.last_every_n_steps",
+        "trainer.knn_every_n_epochs",
+        "trainer.cpu_threads",
+    }
+)
 
 
 def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +174,9 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml); pass directories written by pretrain")
+        raise FileNotFoundError(
+            f"{run_dir} is not a run directory (no config.yaml); pass directories written by pretrain"
+        )
     config = yaml.safe_load(config_path.read_text())
     evaluation = load_evaluation(run_dir)
     try:
@@ -172,8 +184,13 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
     except FileNotFoundError:
         metrics = {}
     hall = config.get("hallucinator", {})
-    warmup = (f"{hall['warmup_epochs']:g} ep" if hall.get("warmup_epochs") else
-              f"{hall['warmup_fraction']:.0%}" if hall.get("warmup_fraction") else "-")
+    warmup = (
+        f"{hall['warmup_epochs']:g} ep"
+        if hall.get("warmup_epochs")
+        else f"{hall['warmup_fraction']:.0%}"
+        if hall.get("warmup_fraction")
+        else "-"
+    )
     linear = evaluation.get("linear_full") or evaluation.get("linear_fast") or {}
     representation = evaluation.get("metrics", {})
     return RunSummary(
@@ -203,16 +220,34 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
 # ---- formatting
 
 COLUMNS = (
-    ("method", "method"), ("dataset", "dataset"), ("Hallucinator", "hallucinator"), ("warm-up", "warmup"),
-    ("epochs", "epochs"), ("kNN top-1", "knn_top1"), ("linear top-1", "linear_top1"),
-    ("linear best top-1", "linear_best_top1"), ("online linear top-1", "online_linear_top1"),
-    ("pos. sim.", "pos_similarity"), ("hal. sim.", "hal_similarity"), ("extrap. sim.", "extrap_similarity"),
-    ("alignment", "alignment"), ("uniformity", "uniformity"),
-    ("G_2", "g2"), ("wall time", "wall_seconds"),
+    ("method", "method"),
+    ("dataset", "dataset"),
+    ("Hallucinator", "hallucinator"),
+    ("warm-up", "warmup"),
+    ("epochs", "epochs"),
+    ("kNN top-1", "knn_top1"),
+    ("linear top-1", "linear_top1"),
+    ("linear best top-1", "linear_best_top1"),
+    ("online linear top-1", "online_linear_top1"),
+    ("pos. sim.", "pos_similarity"),
+    ("hal. sim.", "hal_similarity"),
+    ("extrap. sim.", "extrap_similarity"),
+    ("alignment", "alignment"),
+    ("uniformity", "uniformity"),
+    ("G_2", "g2"),
+    ("wall time", "wall_seconds"),
 )
 DIGITS = {
-    "knn_top1": 2, "linear_top1": 2, "linear_best_top1": 2, "online_linear_top1": 2,
-    "pos_similarity": 3, "hal_similarity": 3, "extrap_similarity": 3, "alignment": 3, "uniformity": 3, "g2": 4,
+    "knn_top1": 2,
+    "linear_top1": 2,
+    "linear_best_top1": 2,
+    "online_linear_top1": 2,
+    "pos_similarity": 3,
+    "hal_similarity": 3,
+    "extrap_similarity": 3,
+    "alignment": 3,
+    "uniformity": 3,
+    "g2": 4,
 }
 
 
@@ -280,8 +315,10 @@ def arms_table(runs: Sequence[RunSummary]) -> str:
 
     The first column names each arm by the config keys that tell it apart from the others.
     """
-    rows = [[name, *(_cell(attr, [getattr(r, attr) for r in members]) for _, attr in COLUMNS), _seeds(members)]
-            for name, members in group_arms(runs).items()]
+    rows = [
+        [name, *(_cell(attr, [getattr(r, attr) for r in members]) for _, attr in COLUMNS), _seeds(members)]
+        for name, members in group_arms(runs).items()
+    ]
     return _markdown(["arm", *(title for title, _ in COLUMNS), "seeds"], rows)
 
 
@@ -307,9 +344,7 @@ def paper_table(runs: Sequence[RunSummary], metric: str = "linear_top1") -> str:
     return _markdown(header, rows)
 
 
-def write_report(
-    run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Sequence[str] | None = None
-) -> Path:
+def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Sequence[str] | None = None) -> Path:
     """``OUT/report.md`` with the three tables, and the Fig. 4 and training-curve plots beside it."""
     out_dir = Path(out_dir)
     names = list(names) if names else _unique_names(run_dirs)
@@ -329,11 +364,14 @@ def write_report(
         "(training-time values where `hallucinator metrics` was not run). "
         "The Table 1 layouts hold the paper's arms, runs without the loss-weight warm-up; "
         "every arm is in the tables below them.",
-        "## Table 1 layout (linear top-1, %)", paper_table(runs),
-        "## Table 1 layout (kNN top-1, %)", paper_table(runs, "knn_top1"),
+        "## Table 1 layout (linear top-1, %)",
+        paper_table(runs),
+        "## Table 1 layout (kNN top-1, %)",
+        paper_table(runs, "knn_top1"),
         "## Arms (mean ± std over seeds; runs are one arm only when their configs differ in the seed alone)",
         arms_table(runs),
-        "## Runs", runs_table(runs),
+        "## Runs",
+        runs_table(runs),
     ]
     sections += ["## Figures", *(f"![{p.stem}]({p.name})" for p in plots if p.suffix == ".png")]
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -52,14 +52,24 @@ METHODS: dict[str, MethodSpec] = {
         {"dim": 128, "hidden_dim": None, "temperature": 0.5, "head_batchnorm": True, "loss_scale": 1.0, **_W},
         augmentation="simclr",
     ),
-    "simsiam": MethodSpec(SimSiam, {"dim": 2048, "pred_hidden_dim": 512, "proj_layers": 2, **_W}, augmentation="simsiam"),
+    "simsiam": MethodSpec(
+        SimSiam, {"dim": 2048, "pred_hidden_dim": 512, "proj_layers": 2, **_W}, augmentation="simsiam"
+    ),
     "byol": MethodSpec(BYOL, {"dim": 256, "hidden_dim": 4096, "pred_hidden_dim": 4096, **_MOMENTUM, **_W}),
     "barlowtwins": MethodSpec(
         BarlowTwins, {"dim": 2048, "hidden_dim": 2048, "proj_layers": 3, "lambd": 0.0051, "scale_loss": 0.1, **_W}
     ),
     "vicreg": MethodSpec(
         VICReg,
-        {"dim": 2048, "hidden_dim": 2048, "proj_layers": 3, "sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0, **_W},
+        {
+            "dim": 2048,
+            "hidden_dim": 2048,
+            "proj_layers": 3,
+            "sim_coeff": 25.0,
+            "std_coeff": 25.0,
+            "cov_coeff": 1.0,
+            **_W,
+        },
     ),
     "mocov3": MethodSpec(
         MoCoV3, {"dim": 256, "hidden_dim": 4096, "pred_hidden_dim": 4096, "temperature": 0.2, **_MOMENTUM, **_W}

@@ -58,7 +58,9 @@ class SSLMethod(nn.Module):
                 "build it with hallucinator.backbones.build or set backbone.num_features"
             )
         if not 0.0 <= hallucination_weight <= 1.0:
-            raise ValueError(f"hallucination_weight must be in [0, 1] (0.5 = the paper's average), got {hallucination_weight}")
+            raise ValueError(
+                f"hallucination_weight must be in [0, 1] (0.5 = the paper's average), got {hallucination_weight}"
+            )
         self.backbone = backbone
         self.num_features = num_features
         self.hallucination_weight = float(hallucination_weight)
@@ -78,7 +80,9 @@ class SSLMethod(nn.Module):
                 f"dim={hallucinator.dim}; build it with Hallucinator(dim={dim}, ...)"
             )
         elif hallucinator is not None and not isinstance(hallucinator, Hallucinator):
-            raise ValueError(f"hallucinator must be True, False, None or a Hallucinator, got {type(hallucinator).__name__}")
+            raise ValueError(
+                f"hallucinator must be True, False, None or a Hallucinator, got {type(hallucinator).__name__}"
+            )
         self.hallucinator = hallucinator
 
     @staticmethod

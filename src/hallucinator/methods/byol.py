@@ -43,8 +43,15 @@ class BYOL(MomentumPredictor):
         hallucination_weight: float = 0.5,
     ) -> None:
         super().__init__(
-            backbone, hallucinator, dim, hidden_dim, pred_hidden_dim, projector_last_bn=False,
-            momentum=momentum, final_momentum=final_momentum, hallucination_weight=hallucination_weight,
+            backbone,
+            hallucinator,
+            dim,
+            hidden_dim,
+            pred_hidden_dim,
+            projector_last_bn=False,
+            momentum=momentum,
+            final_momentum=final_momentum,
+            hallucination_weight=hallucination_weight,
         )
 
     def pair_loss(self, p: Tensor, t: Tensor) -> Tensor:

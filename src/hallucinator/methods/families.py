@@ -106,7 +106,11 @@ class MomentumPredictor(SSLMethod):
     def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
         self._check_views(view1, view2)
         if self.training:
-            ema_update([self.backbone, self.projector], [self.momentum_backbone, self.momentum_projector], self.current_momentum())
+            ema_update(
+                [self.backbone, self.projector],
+                [self.momentum_backbone, self.momentum_projector],
+                self.current_momentum(),
+            )
         features = self._features(self.backbone, view1)
         p1 = self.predictor(self.projector(features))
         p2 = self.predictor(self.projector(self._features(self.backbone, view2)))
@@ -120,4 +124,6 @@ class MomentumPredictor(SSLMethod):
             p1_hat, p2_hat = p_hat.chunk(2)
             loss_hallucinated = self.pair_loss(p1_hat, t2) + self.pair_loss(p2_hat, t1)
             hallucinated = (p_hat, targets)
-        return self._output(loss_original, loss_hallucinated, torch.cat([p1, p2]), targets, hallucinated, features=features)
+        return self._output(
+            loss_original, loss_hallucinated, torch.cat([p1, p2]), targets, hallucinated, features=features
+        )

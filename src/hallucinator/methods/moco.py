@@ -67,7 +67,9 @@ class MoCo(SSLMethod):
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1] (paper: 0.999), got {momentum}")
         if shuffle_bn_splits < 1:
-            raise ValueError(f"shuffle_bn_splits must be >= 1 (1 = no single-process shuffle-BN), got {shuffle_bn_splits}")
+            raise ValueError(
+                f"shuffle_bn_splits must be >= 1 (1 = no single-process shuffle-BN), got {shuffle_bn_splits}"
+            )
         self.version = version
         self.temperature = (0.07 if version == 1 else 0.2) if temperature is None else temperature
         self.momentum = momentum

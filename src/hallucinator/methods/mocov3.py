@@ -45,8 +45,15 @@ class MoCoV3(MomentumPredictor):
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         super().__init__(
-            backbone, hallucinator, dim, hidden_dim, pred_hidden_dim, projector_last_bn=True,
-            momentum=momentum, final_momentum=final_momentum, hallucination_weight=hallucination_weight,
+            backbone,
+            hallucinator,
+            dim,
+            hidden_dim,
+            pred_hidden_dim,
+            projector_last_bn=True,
+            momentum=momentum,
+            final_momentum=final_momentum,
+            hallucination_weight=hallucination_weight,
         )
         self.temperature = temperature
 

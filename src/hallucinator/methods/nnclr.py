@@ -73,7 +73,9 @@ class NNCLR(SSLMethod):
         p1, p2 = self.predictor(z1), self.predictor(z2)
         z1, z2 = F.normalize(z1.detach(), dim=1), F.normalize(z2.detach(), dim=1)
         nn1, nn2 = self.nearest_neighbour(z1), self.nearest_neighbour(z2)
-        loss_original = (in_batch_info_nce(nn1, p2, self.temperature) + in_batch_info_nce(nn2, p1, self.temperature)) / 2
+        loss_original = (
+            in_batch_info_nce(nn1, p2, self.temperature) + in_batch_info_nce(nn2, p1, self.temperature)
+        ) / 2
         loss_hallucinated = hallucinated = None
         neighbours = torch.cat([nn1, nn2])
         if self.hallucinator is not None:
@@ -86,4 +88,6 @@ class NNCLR(SSLMethod):
             ) / 2
         if self.training:
             enqueue(self.queue, self.queue_ptr, z1)
-        return self._output(loss_original, loss_hallucinated, torch.cat([p2, p1]), neighbours, hallucinated, features=features)
+        return self._output(
+            loss_original, loss_hallucinated, torch.cat([p2, p1]), neighbours, hallucinated, features=features
+        )

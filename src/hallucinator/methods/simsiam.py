@@ -68,4 +68,6 @@ class SimSiam(SSLMethod):
             p1_hat, p2_hat = p_hat.chunk(2)
             loss_hallucinated = (negative_cosine(p1_hat, z2) + negative_cosine(p2_hat, z1)) / 2
             hallucinated = (p_hat, targets)
-        return self._output(loss_original, loss_hallucinated, torch.cat([p1, p2]), targets, hallucinated, features=features)
+        return self._output(
+            loss_original, loss_hallucinated, torch.cat([p1, p2]), targets, hallucinated, features=features
+        )
