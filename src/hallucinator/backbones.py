@@ -130,7 +130,9 @@ def available() -> list[str]:
 
 
 def _build_timm(name: str, image_size: int | None) -> nn.Module:
-    architecture, kwargs = timm_spec(name, image_size)
+    spec = timm_spec(name, image_size)
+    assert spec is not None  # build() sends timm's names only
+    architecture, kwargs = spec
     if not timm.is_model(architecture):
         raise ValueError(f"unknown timm model {architecture!r} (backbone {name!r}); timm.list_models() lists them")
     if name in SMALL_VITS:

@@ -161,6 +161,7 @@ def export_state_dict(
     out.parent.mkdir(parents=True, exist_ok=True)
     torchvision_arch = arch if arch in torchvision.models.list_models() else None
     if fmt == "timm":
+        assert arch is not None  # checked above
         _save(timm_state_dict(state, arch, image_size), out, safetensors)
     elif fmt == "torchvision":
         _save(torchvision_state_dict(state, torchvision_arch), out, safetensors)

@@ -14,12 +14,12 @@ class _ReverseGradient(torch.autograd.Function):
     """Identity forward; the backward pass multiplies the gradient by ``-strength``."""
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor, strength: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, tensor: torch.Tensor, strength: float) -> torch.Tensor:
         ctx.strength = strength
         return tensor.view_as(tensor)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return -ctx.strength * grad, None
 
 

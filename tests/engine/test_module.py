@@ -40,3 +40,32 @@ def test_center_crop_warmup_uses_plain_crops_for_the_first_epochs(monkeypatch) -
         for view, reference in zip(module._views(images), expected):
             torch.testing.assert_close(view, reference)
     assert PretrainModule(load_config(None, ["--model.width=16"]), steps_per_epoch=1).warmup_augment is None
+
+
+def test_build_method_builds_the_configured_hallucinator_and_no_other(monkeypatch) -> None:
+    """SimSiam's 2048-d Hallucinator used to be built with defaults and replaced: two big MLPs, more random draws."""
+    from functools import partial
+
+    from hallucinator import backbones, methods
+    from hallucinator.engine.module import build_method
+    from hallucinator.hallucinator import Hallucinator
+
+    built = []
+    original = Hallucinator.__init__
+
+    def counting(self, *args, **kwargs) -> None:
+        built.append((args, kwargs))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Hallucinator, "__init__", counting)
+    overrides = ["--model.method=simsiam", "--model.width=8", "--hallucinator.num_layers=2", "--seed=3"]
+    torch.manual_seed(0)
+    method = build_method(load_config(None, overrides))
+    assert len(built) == 1 and built[0][0] == (2048,) and built[0][1]["num_layers"] == 2
+    assert method.hallucinator.dim == 2048 and sum(isinstance(m, torch.nn.Linear) for m in method.hallucinator.net) == 2
+    # Independently: the same draws as building the backbone, then the method with that one Hallucinator.
+    torch.manual_seed(0)
+    backbone = backbones.build("resnet18", cifar_stem=True, width=8)
+    reference = methods.build("simsiam", backbone, hallucinator=partial(Hallucinator, num_layers=2))
+    for (key, value), (ref_key, ref_value) in zip(method.state_dict().items(), reference.state_dict().items()):
+        assert key == ref_key and torch.equal(value, ref_value), key

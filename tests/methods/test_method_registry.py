@@ -63,6 +63,22 @@ def test_build_picks_class_version_and_defaults(tiny_net) -> None:
     assert methods.build("simclr", tiny_net(), hallucinator=custom, dim=8).hallucinator is custom
 
 
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_a_factory_is_called_once_with_the_feature_size_the_method_hallucinates(name: str, tiny_net) -> None:
+    calls = []
+
+    def factory(dim: int) -> Hallucinator:
+        calls.append(dim)
+        return Hallucinator(dim, num_layers=1)
+
+    model = methods.build(name, tiny_net(), hallucinator=factory, **SMALL[name])
+    # every method hallucinates in its embedding size (the registry's ``dim``)
+    assert calls == [SMALL[name]["dim"]] and model.hallucinator.dim == SMALL[name]["dim"]
+    assert sum(isinstance(layer, nn.Linear) for layer in model.hallucinator.net) == 1  # the factory's, not a default
+    with pytest.raises(ValueError, match="factory of one, got str"):
+        methods.build(name, tiny_net(), hallucinator=lambda dim: "not a Hallucinator", **SMALL[name])
+
+
 def test_build_rejects_unknown_names_hparams_and_mismatched_hallucinators(tiny_net) -> None:
     with pytest.raises(ValueError, match=r"choose one of \['barlowtwins', 'byol', 'mocov1', .*'vicreg'\]"):
         methods.build("swav", tiny_net())

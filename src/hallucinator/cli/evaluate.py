@@ -14,7 +14,10 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch loads when a command runs, not for --help
+    from torch import nn
 
 PRECISIONS = ("32", "bf16", "16")
 
@@ -155,7 +158,7 @@ class Loaded:
             raise CommandError(
                 f"--data-dir is required for --dataset {self.dataset} (the checkpoint used {data.dataset})"
             )
-        self.image_size = data.image_size if same else None
+        image_size = data.image_size if same else None
         limits = {"train": args.train_limit, "test": args.test_limit}
         self.splits = {}
         for split in splits:
@@ -168,7 +171,9 @@ class Loaded:
             images = getattr(dataset, "images", dataset)
             self.splits[split] = random_subset(images, dataset.labels, limits[split])
             self.classes = list(dataset.classes)
-            self.image_size = self.image_size or int(dataset[0][0].shape[-1])
+            image_size = image_size or int(dataset[0][0].shape[-1])
+        assert image_size is not None  # the loop above ran: ``splits`` is never empty
+        self.image_size = image_size
         self.transform = eval_transform(self.dataset, self.image_size)
         self.extract = dict(
             batch_size=args.batch_size, device=self.device, precision=args.precision, progress=not args.no_progress
@@ -258,6 +263,7 @@ def run_metrics(args: argparse.Namespace) -> dict[str, Any]:
 
     loaded = Loaded(args, splits=("test",))
     images, _ = loaded.splits["test"]
+    two_views: nn.Module | None
     if args.preset or loaded.dataset != loaded.config.data.dataset:
         two_views = presets.build(args.preset or loaded.dataset, loaded.image_size)
     else:

@@ -66,7 +66,7 @@ def split_values(text: str) -> list[str]:
 
 def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
     """``["hallucinator.enabled=false,true"]`` -> ``[("hallucinator.enabled", ["false", "true"])]``."""
-    grid = []
+    grid: list[tuple[str, list[str]]] = []
     for item in items:
         key, equals, values = item.partition("=")
         key = key.strip().removeprefix("--")

@@ -7,7 +7,7 @@
   :mod:`hallucinator.data.presets`: the paper's two-view recipes and :func:`eval_transform`.
 """
 
-from hallucinator.data.datasets import DATASETS, FileImageDataset, ImageDataset, build_dataset, decode_batch
+from hallucinator.data.datasets import DATASETS, FileImageDataset, ImageDataset, build_dataset
 from hallucinator.data.loader import BatchSampler, batch_loader
 from hallucinator.data.presets import eval_transform
 
@@ -18,6 +18,5 @@ __all__ = [
     "ImageDataset",
     "batch_loader",
     "build_dataset",
-    "decode_batch",
     "eval_transform",
 ]

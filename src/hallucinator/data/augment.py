@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -207,7 +208,8 @@ class _RandomApply(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> dict[str, Tensor]:
         return {}
 
-    def transform(self, images: Tensor, **params: Tensor) -> Tensor:
+    def transform(self, images: Tensor, *args: Any, **params: Any) -> Tensor:
+        # (*args: Any, **params: Any): each subclass takes the keys its ``sample`` returns
         raise NotImplementedError
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -358,6 +360,9 @@ class ColorJitter(_RandomApply):
 
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel; uint8 input is first scaled to [0, 1]."""
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()

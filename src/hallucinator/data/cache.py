@@ -33,7 +33,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HALLUCINATOR_CACHE") or Path.home() / ".cache" / "hallucinator")
 
 
-def fingerprint(source: Path, files: Iterable[Path] | None = None) -> dict[str, object]:
+def fingerprint(source: Path, files: Iterable[str | Path] | None = None) -> dict[str, object]:
     """Identity of a data source: its absolute path, total size and newest modification time.
 
     A file (an archive, a pickled batch) is its own size and mtime; for a directory pass the

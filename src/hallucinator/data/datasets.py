@@ -36,6 +36,7 @@ import tarfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,7 +48,7 @@ from torch import Tensor
 from hallucinator.data import cache
 
 if TYPE_CHECKING:
-    from hallucinator.data.folder import FolderOptions
+    from hallucinator.data.folder import FolderOptions, FolderReport
 
 __all__ = [
     "DATASETS",
@@ -56,7 +57,6 @@ __all__ = [
     "ImageDataset",
     "SPLITS",
     "build_dataset",
-    "decode_batch",
     "decode_image",
 ]
 
@@ -198,7 +198,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.labels = labels.long()
         self.classes = list(classes)
         self._images_path = images_path
-        self.report = None  # what hallucinator.data.folder did, for folders of one's own images
+        self.report: FolderReport | None = None  # what hallucinator.data.folder did, for folders of one's own images
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -210,7 +210,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return tuple(self.images.shape[-2:])
+        return (self.images.shape[-2], self.images.shape[-1])
 
     def __getstate__(self) -> dict:
         # Workers started by spawn/forkserver re-open the memory map instead of receiving a pickled copy.
@@ -236,10 +236,6 @@ class FileImageDataset(torch.utils.data.Dataset):
     for formats it cannot read), resized so its shorter side is ``image_size`` and centre-cropped
     to ``image_size x image_size``, so a batch is one uint8 tensor. Meant to be read by
     :func:`hallucinator.data.batch_loader` with ``num_workers > 0``.
-
-    With ``encoded=True`` a batch is instead ``(list of undecoded file bytes as uint8 tensors,
-    labels)``: the workers only read files and the main process decodes the batch on the GPU with
-    :func:`decode_batch` (nvJPEG through ``torchvision.io.decode_jpeg``).
     """
 
     def __init__(
@@ -248,53 +244,28 @@ class FileImageDataset(torch.utils.data.Dataset):
         labels: Sequence[int],
         classes: Sequence[str],
         image_size: int,
-        encoded: bool = False,
     ) -> None:
         self.files = [str(f) for f in files]
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.classes = list(classes)
         self.image_size = (image_size, image_size)
-        self.encoded = encoded
-        self.report = None  # what hallucinator.data.folder did, for folders of one's own images
+        self.report: FolderReport | None = None  # what hallucinator.data.folder did, for folders of one's own images
 
     def __len__(self) -> int:
         return len(self.files)
 
     def load(self, i: int) -> Tensor:
-        if self.encoded:
-            from torchvision import io as tvio
-
-            return tvio.read_file(self.files[i])
         return torch.from_numpy(_read_file(self.files[i], self.image_size[0])).permute(2, 0, 1)
 
-    def __getitem__(self, index: int | Tensor | Sequence[int]) -> tuple[Tensor | list[Tensor], Tensor]:
+    def __getitem__(self, index: int | Tensor | Sequence[int]) -> tuple[Tensor, Tensor]:
         if isinstance(index, (int, np.integer)):
             return self.load(int(index)), self.labels[index]
         index = torch.as_tensor(index, dtype=torch.long)
         loaded = [self.load(i) for i in index.tolist()]
-        return (loaded if self.encoded else torch.stack(loaded)), self.labels[index]
+        return torch.stack(loaded), self.labels[index]
 
     def __repr__(self) -> str:
         return f"FileImageDataset({len(self)} files, {len(self.classes)} classes, size {self.image_size})"
-
-
-def decode_batch(encoded: Sequence[Tensor], size: int, device: torch.device | str = "cpu") -> Tensor:
-    """Decodes a batch of JPEG file bytes on ``device`` into uint8 ``(N, 3, size, size)``.
-
-    One batched ``torchvision.io.decode_jpeg`` call (nvJPEG on CUDA), then per image the shorter
-    side resized to ``size`` (antialiased) and the centre cropped, as :class:`FileImageDataset`
-    does on the CPU.
-
-    Example:
-        >>> data = build_dataset("imagenet", "/data/imagenet", "train", encoded=True)  # doctest: +SKIP
-        >>> files, labels = next(iter(batch_loader(data, 256, shuffle=True, drop_last=True, num_workers=8)))  # doctest: +SKIP
-        >>> images = decode_batch(files, 256, "cuda")  # doctest: +SKIP
-    """
-    from torchvision import io as tvio
-    from torchvision.transforms.v2 import functional as TF
-
-    decoded = tvio.decode_jpeg(list(encoded), mode=tvio.ImageReadMode.RGB, device=device)
-    return torch.stack([TF.center_crop(TF.resize(image, size, antialias=True), [size, size]) for image in decoded])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +279,7 @@ def _fit(image: Image.Image, size: int) -> Image.Image:
         return image
     scale = size / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_w, new_h), Image.BILINEAR, reducing_gap=None)
+    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=None)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return image.crop((left, top, left + size, top + size))
 
@@ -409,10 +380,15 @@ def _split_folders(split: str, available: set[str]) -> list[str]:
 class _Listing:
     """The image files of one split: ``(name, bytes getter)``, labels, classes and source identity."""
 
-    items: list[tuple[str, Callable[[], bytes]]]
+    items: Sequence[tuple[str, Callable[[], bytes]]]
     labels: np.ndarray
     classes: list[str]
     identity: dict[str, object]
+
+
+def _returning(blob: bytes) -> Callable[[], bytes]:
+    """A getter of bytes already read (an archive member), like the file readers of a folder."""
+    return lambda: blob
 
 
 def _label_entries(
@@ -469,9 +445,11 @@ def _list_archive(path: Path, split: str) -> _Listing:
                 entries.append(("unlabeled", "", member.name))
             else:
                 continue
-            blobs.append(archive.extractfile(member).read())
+            handle = archive.extractfile(member)
+            assert handle is not None  # members are regular files (isfile() above)
+            blobs.append(handle.read())
     order, classes, labels = _label_entries(entries, folders, train_classes, str(path))
-    items = [(f"{path}:{entries[i][2]}", (lambda blob=blobs[i]: blob)) for i in order]
+    items = [(f"{path}:{entries[i][2]}", _returning(blobs[i])) for i in order]
     return _Listing(items, np.asarray(labels, dtype=np.int64), classes, cache.fingerprint(path))
 
 
@@ -497,7 +475,7 @@ def _list_folder(root: Path, split: str) -> _Listing:
     train_classes = {p.name for p in (root / "train").iterdir() if p.is_dir()} if (root / "train").is_dir() else set()
     order, classes, labels = _label_entries(entries, folders, train_classes, str(root))
     files = [entries[i][2] for i in order]
-    items = [(f, (lambda f=f: Path(f).read_bytes())) for f in files]
+    items = [(f, partial(Path.read_bytes, Path(f))) for f in files]
     return _Listing(items, np.asarray(labels, dtype=np.int64), classes, cache.fingerprint(root, files))
 
 
@@ -650,8 +628,9 @@ def _tiny_imagenet(info: DatasetInfo, root: Path, split: str, download: bool, ca
             found = _image_files(native / "train" / wnid)
             files += found
             labels += [index[wnid]] * len(found)
+    items = [(str(f), partial(Path.read_bytes, f)) for f in files]
     listing = _Listing(
-        [(str(f), (lambda f=f: f.read_bytes())) for f in files],
+        items,
         np.asarray(labels, dtype=np.int64),
         wnids,
         cache.fingerprint(native, files),
@@ -671,8 +650,7 @@ def _imagenet_samples(info: DatasetInfo, root: Path, split: str) -> tuple[list[s
             data = tvd.ImageNet(str(root), split=folder)
         except (RuntimeError, OSError) as error:
             raise _missing(info, root, str(error)) from error
-        files, labels = zip(*data.samples) if data.samples else ((), ())
-        return list(files), list(labels), list(data.wnids)
+        return [file for file, _ in data.samples], [label for _, label in data.samples], list(data.wnids)
     split_dir = root / folder
     if not split_dir.is_dir():
         raise _missing(info, root, f"no {folder}/ folder")
@@ -680,7 +658,8 @@ def _imagenet_samples(info: DatasetInfo, root: Path, split: str) -> tuple[list[s
     if split == "test":  # label order must be train's
         train_dir = root / "train"
         wnids = sorted(p.name for p in train_dir.iterdir() if p.is_dir()) if train_dir.is_dir() else wnids
-    files, labels = [], []
+    files: list[str] = []
+    labels: list[int] = []
     for label, wnid in enumerate(wnids):
         found = _image_files(split_dir / wnid) if (split_dir / wnid).is_dir() else []
         files += [str(f) for f in found]
@@ -708,7 +687,6 @@ def _imagenet(
     image_size: int | None,
     class_list: str | Path | Sequence[str] | None,
     seed: int,
-    encoded: bool,
 ) -> FileImageDataset:
     files, labels, wnids = _imagenet_samples(info, root, split)
     if info.name == "imagenet200":
@@ -731,7 +709,9 @@ def _imagenet(
         wnids = chosen
     if not files:
         raise _missing(info, root, "no images found")
-    return FileImageDataset(files, labels, wnids, image_size or info.image_size, encoded=encoded)
+    size = image_size or info.image_size
+    assert size is not None  # ImageNet's entries name their decode size
+    return FileImageDataset(files, labels, wnids, size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -747,7 +727,6 @@ def build_dataset(
     image_size: int | None = None,
     class_list: str | Path | Sequence[str] | None = None,
     seed: int = 0,
-    encoded: bool = False,
     folder: FolderOptions | None = None,
 ) -> ImageDataset | FileImageDataset:
     """The ``split`` (``pretrain`` | ``train`` | ``test``) of dataset ``name`` found at ``root``.
@@ -755,8 +734,7 @@ def build_dataset(
     ``image_size`` overrides the stored size (``imagefolder``: resize every image to it; ImageNet:
     the decode size, default 256). ``class_list`` chooses ImageNet-200's classes: ``None`` = the
     authors' 200 (:func:`imagenet200_classes`), a file of wnids or a list, or ``"random"`` = 200
-    drawn with ``seed`` (the chosen wnids are ``dataset.classes``). ``encoded``: streamed datasets
-    give undecoded file bytes, for :func:`decode_batch` on the GPU. ``cache_dir``: see
+    drawn with ``seed`` (the chosen wnids are ``dataset.classes``). ``cache_dir``: see
     :mod:`hallucinator.data.cache`. ``folder``: how an ``imagefolder`` directory (one's own photos,
     :mod:`hallucinator.data.folder`) is labeled, split, checked and stored.
 
@@ -773,7 +751,7 @@ def build_dataset(
     root = Path(root).expanduser()
     size = image_size if image_size is not None else info.image_size
     if info.streamed:
-        return _imagenet(info, root, split, image_size, class_list, seed, encoded)
+        return _imagenet(info, root, split, image_size, class_list, seed)
     if name == "imagefolder" and root.is_dir():
         from hallucinator.data.folder import FolderOptions, load_folder
 

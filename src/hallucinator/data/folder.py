@@ -32,7 +32,9 @@ import os
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -158,13 +160,14 @@ def _labeled(files: list[Path], folder: Path, mode: str, imagefolder: bool) -> b
 
 
 def _label(files: list[Path], folder: Path, classes: list[str] | None, where: str) -> tuple[list[int], list[str]]:
-    names = [_class_of(f, folder) for f in files]
-    loose = [f for f, name in zip(files, names) if name is None]
+    found = [_class_of(f, folder) for f in files]
+    loose = [f for f, name in zip(files, found) if name is None]
     if loose:
         raise ValueError(
             f"{where}: {len(loose)} images are not in a class folder (e.g. {loose[0].name}); move them into "
             "<class>/ folders, or set --data.labels=none to train without labels"
         )
+    names = [name for name in found if name is not None]  # all of them, after the check above
     classes = classes if classes is not None else sorted(set(names))
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted(set(names) - set(index))
@@ -333,16 +336,18 @@ def load_folder(
     probed = probe(everything, cache_dir)
     scan, unreadable = readable(everything, probed, options.skip_unreadable)
     files, names, labels = scan.files, scan.names, scan.labels
-    size, reason = choose_image_size([probed[name] for name in names], image_size)
-    width, height = (size, size) if size else probed[names[0]]
+    sizes = cast("list[list[int]]", [probed[name] for name in names])  # readable ones: each [width, height]
+    size, reason = choose_image_size(sizes, image_size)
+    width, height = (size, size) if size else sizes[0]
     decoded = len(files) * 3 * width * height
     budget = int(options.memory_budget_gb * 1e9)
     streamed = decoded > budget
+    dataset: ImageDataset | FileImageDataset
     if streamed:
         dataset = FileImageDataset(files, labels, scan.classes, size or min(width, height))
     else:
         listing = _Listing(
-            [(str(f), (lambda f=f: f.read_bytes())) for f in files],
+            [(str(f), partial(Path.read_bytes, f)) for f in files],
             np.asarray(labels, dtype=np.int64),
             scan.classes,
             {**cache.fingerprint(scan.root, files), "listing": _digest(names, labels)},

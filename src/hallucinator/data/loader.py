@@ -17,12 +17,21 @@ iteration over the loader moves to the next epoch.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["BatchSampler", "batch_loader"]
+__all__ = ["BatchDataset", "BatchSampler", "batch_loader"]
+
+
+class BatchDataset(Protocol):
+    """What the batch pipeline reads: a length and ``dataset[index_tensor]`` returning a whole batch."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: Any) -> Any: ...
 
 
 class BatchSampler(Sampler[Tensor]):
@@ -124,7 +133,7 @@ class _TransformedBatches(Dataset):
     not depend on which worker produced the batch or on the number of workers.
     """
 
-    def __init__(self, dataset: Dataset, transform: Callable, seed: int, rank: int) -> None:
+    def __init__(self, dataset: BatchDataset, transform: Callable, seed: int, rank: int) -> None:
         self.dataset = dataset
         self.transform = transform
         self.seed = seed
@@ -144,7 +153,7 @@ class _TransformedBatches(Dataset):
 
 
 def batch_loader(
-    dataset: Dataset,
+    dataset: BatchDataset,
     batch_size: int,
     *,
     shuffle: bool,
@@ -172,14 +181,15 @@ def batch_loader(
         >>> [labels.tolist() for _, labels in batch_loader(data, 4, shuffle=False, drop_last=True)]
         [[0, 1, 2, 3], [4, 5, 6, 7]]
     """
-    sampler = BatchSampler(
+    batches = BatchSampler(
         len(dataset), batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed, rank=rank, world_size=world_size
     )
+    sampler: Sampler = batches
     if transform is not None:
-        dataset = _TransformedBatches(dataset, transform, seed, sampler.rank)
-        sampler = _KeyedBatchSampler(sampler)
+        dataset = _TransformedBatches(dataset, transform, seed, batches.rank)
+        sampler = _KeyedBatchSampler(batches)
     return DataLoader(
-        dataset,
+        dataset,  # type: ignore[arg-type]  # torch types DataLoader's dataset as Dataset; any batch-indexable works
         batch_size=None,
         sampler=sampler,
         num_workers=num_workers,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -74,7 +75,7 @@ def _split_name(name: str) -> tuple[str, str]:
     return name, "mocov2"
 
 
-def recipe(name: str, image_size: int | None = None, **overrides: object) -> Recipe:
+def recipe(name: str, image_size: int | None = None, **overrides: Any) -> Recipe:
     """The :class:`Recipe` of preset ``name`` with ``overrides`` applied."""
     dataset, style = _split_name(name)
     if dataset not in DATASETS:
@@ -84,7 +85,7 @@ def recipe(name: str, image_size: int | None = None, **overrides: object) -> Rec
         )
     info = DATASETS[dataset]
     small = dataset in SMALL
-    fields: dict[str, object] = {"image_size": SMALL.get(dataset, LARGE_SIZE), "mean": info.mean, "std": info.std}
+    fields: dict[str, Any] = {"image_size": SMALL.get(dataset, LARGE_SIZE), "mean": info.mean, "std": info.std}
     if style == "mocov1":
         fields.update(jitter=(0.4, 0.4, 0.4, 0.4), jitter_p=1.0)
     elif not small:
@@ -108,6 +109,7 @@ def recipe(name: str, image_size: int | None = None, **overrides: object) -> Rec
 
 def view(r: Recipe, center_crop: bool) -> A.Compose:
     """One view's pipeline for recipe ``r``."""
+    crop: nn.Module
     if center_crop:
         crop = A.CenterSuppressedResizedCrop(r.image_size, r.scale, r.ratio, p=r.p, alpha=r.alpha)
     else:

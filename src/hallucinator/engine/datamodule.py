@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
@@ -14,6 +14,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from hallucinator.engine.config import Config, ConfigError, DataConfig
 from hallucinator.engine.device_data import on_device
+
+if TYPE_CHECKING:
+    from hallucinator.data.loader import BatchDataset
 
 
 class StepBatches:
@@ -34,7 +37,7 @@ class StepBatches:
 
     def __init__(
         self,
-        dataset: object,
+        dataset: BatchDataset,
         batch_size: int,
         seed: int,
         position: Callable[[], int],
@@ -171,12 +174,12 @@ class PretrainDataModule(pl.LightningDataModule):
         >>> datamodule.prepare_data()  # decode / cache once
     """
 
-    def __init__(self, config: Config, dataset: object | None = None) -> None:
+    def __init__(self, config: Config, dataset: Any = None) -> None:
         super().__init__()
         self.config = config
         self.dataset = dataset
 
-    def load(self) -> object:
+    def load(self) -> Any:
         if self.dataset is None:
             self.dataset = build_split(self.config.data, "pretrain")
             if getattr(self.dataset, "report", None) is not None:
@@ -199,8 +202,9 @@ class PretrainDataModule(pl.LightningDataModule):
         subset = self.subset()
         return (len(self.load()) if subset is None else len(subset)) // self.config.data.batch_size
 
-    def train_dataloader(self) -> Iterable[torch.Tensor]:
+    def train_dataloader(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         trainer = self.trainer
+        assert trainer is not None  # Lightning attaches the trainer before asking for the loader
         batches = StepBatches(
             self.load(),
             self.config.data.batch_size,

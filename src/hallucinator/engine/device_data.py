@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -44,7 +44,8 @@ class ResidentBatches:
     def __init__(self, batches: StepBatches, device: torch.device) -> None:
         self.batches = batches
         self.device = device
-        images, labels = batches.dataset.images, batches.dataset.labels
+        dataset: Any = batches.dataset  # in memory: on_device checked its .images
+        images, labels = dataset.images, dataset.labels
         if batches.subset is not None:  # data.limit: the epoch order permutes the subset's positions
             images, labels = images[batches.subset], labels[batches.subset]
         self.images, self.labels = images.to(device), labels.to(device)
@@ -74,7 +75,7 @@ class PinnedPrefetch:
         ...     ...  # already on the GPU; the next batch's copy is under way
     """
 
-    def __init__(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> None:
+    def __init__(self, batches: StepBatches, device: torch.device) -> None:
         self.batches = batches
         self.device = device
 
@@ -88,8 +89,8 @@ class PinnedPrefetch:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         upcoming = None
-        for batch in self.batches:
-            ready, upcoming = upcoming, tuple(self._copy(tensor) for tensor in batch)
+        for images, labels in self.batches:
+            ready, upcoming = upcoming, (self._copy(images), self._copy(labels))
             if ready is not None:
                 yield ready
         if upcoming is not None:

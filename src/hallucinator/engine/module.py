@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import lightning.pytorch as pl
@@ -36,15 +37,10 @@ def build_method(config: Config) -> SSLMethod:
         raise ConfigError("model.hparams.hallucination_weight: set hallucinator.weight instead")
     backbone = build_backbone(config)
     h = config.hallucinator
-    try:
-        method = methods.build(
-            model.method, backbone, hallucinator=h.enabled, hallucination_weight=h.weight, **model.hparams
-        )
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"model.hparams: {error}") from error
-    if h.enabled:
-        method.hallucinator = Hallucinator(
-            method.hallucinator.dim,
+    # the method calls it with the feature size it hallucinates: the configured Hallucinator is the only one built
+    configured = (
+        partial(
+            Hallucinator,
             num_layers=h.num_layers,
             extrapolation=h.extrapolation,
             per_sample=h.per_sample,
@@ -54,7 +50,15 @@ def build_method(config: Config) -> SSLMethod:
             guard_weight=h.guard_weight,
             guard_margin=h.guard_margin,
         )
-    return method
+        if h.enabled
+        else False
+    )
+    try:
+        return methods.build(
+            model.method, backbone, hallucinator=configured, hallucination_weight=h.weight, **model.hparams
+        )
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"model.hparams: {error}") from error
 
 
 def preset_name(config: Config) -> str:
@@ -102,6 +106,8 @@ class PretrainModule(pl.LightningModule):
         >>> trainer = pl.Trainer(max_epochs=1)
         >>> trainer.fit(module, datamodule)
     """
+
+    online_linear: OnlineLinear | None  # set with object.__setattr__ (see __init__)
 
     def __init__(self, config: Config | dict[str, Any], steps_per_epoch: int, num_classes: int = 0) -> None:
         super().__init__()
@@ -160,7 +166,7 @@ class PretrainModule(pl.LightningModule):
                 view1, view2 = view, view.clone()
             else:
                 warmup = self.current_epoch < self.config.data.center_crop_warmup_epochs
-                augment = self.warmup_augment if warmup else self.augment
+                augment = self.warmup_augment if warmup and self.warmup_augment is not None else self.augment
                 view1, view2 = augment(images, generator=self._generator)
         if self.channels_last:
             view1 = view1.contiguous(memory_format=torch.channels_last)
@@ -197,7 +203,7 @@ class PretrainModule(pl.LightningModule):
             self.trainer.should_stop = True
             return None
         sync = self.trainer.world_size > 1
-        log = dict(on_step=True, on_epoch=False, sync_dist=sync, batch_size=view1.shape[0])
+        log: dict[str, Any] = dict(on_step=True, on_epoch=False, sync_dist=sync, batch_size=view1.shape[0])
         self.log("train/loss", loss.detach(), prog_bar=True, **log)
         self.log("train/pos_similarity", out["pos_similarity"], prog_bar=True, **log)
         self.log("train/loss_original", out["loss_original"].detach(), **log)
@@ -208,7 +214,7 @@ class PretrainModule(pl.LightningModule):
             self.log("train/extrap_similarity", out["extrap_similarity"], **log)
             if "guard_penalty" in out:
                 self.log("train/guard_penalty", out["guard_penalty"].detach(), **log)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, **log)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True, **log)
         if self.online_linear is not None and "features" in out:
             probe_loss, top1 = self.online_linear.step(out["features"], labels)
             self.log("train/online_linear_top1", top1, **log)

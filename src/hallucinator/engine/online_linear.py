@@ -34,6 +34,9 @@ class OnlineLinear(nn.Module):
     accumulated on the device (no synchronisation per step).
     """
 
+    correct: torch.Tensor
+    seen: torch.Tensor
+
     def __init__(self, num_features: int, num_classes: int, lr: float = 0.1, momentum: float = 0.9) -> None:
         super().__init__()
         if num_classes < 2:
@@ -66,8 +69,10 @@ class OnlineLinear(nn.Module):
         loss.backward()
         if distributed.world_size() > 1:
             for parameter in self.linear.parameters():
-                dist.all_reduce(parameter.grad)
-                parameter.grad /= distributed.world_size()
+                grad = parameter.grad
+                assert grad is not None  # zero_grad(set_to_none=False) above keeps every gradient a tensor
+                dist.all_reduce(grad)
+                grad /= distributed.world_size()
         self.optimizer.step()
         correct = ((logits.detach().argmax(dim=1) == labels) & labelled).sum()
         self.correct += correct

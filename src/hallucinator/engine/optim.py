@@ -30,7 +30,7 @@ class LARS(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars=True))
 
     @torch.no_grad()
-    def step(self, closure: Callable | None = None) -> torch.Tensor | None:
+    def step(self, closure: Callable | None = None) -> torch.Tensor | None:  # type: ignore[override]  # torch's overload pair
         loss = None
         if closure is not None:
             with torch.enable_grad():

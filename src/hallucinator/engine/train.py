@@ -171,7 +171,7 @@ def build_trainer(config: Config, callbacks: Sequence[pl.Callback], output_dir: 
         devices=t.devices,
         strategy=t.strategy,
         num_nodes=t.num_nodes,
-        precision=t.precision,
+        precision=t.precision,  # type: ignore[arg-type]  # a str checked against config.PRECISIONS
         sync_batchnorm=t.sync_batchnorm,
         max_epochs=t.max_epochs if t.max_steps <= 0 else -1,
         max_steps=t.max_steps,

@@ -55,9 +55,13 @@ def write_grid(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
+    view1, view2 = two_views.view1, two_views.view2
+    if not (isinstance(view1, augment.Compose) and isinstance(view2, augment.Compose)):
+        raise TypeError("write_grid draws the steps of Compose views (what presets.build makes)")
+    pipelines = (view1, view2)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        views = [run_view(two_views.view1, images, generator), run_view(two_views.view2, images, generator)]
+        views = [run_view(view, images, generator) for view in pipelines]
     n, _, height, width = images.shape
     # constrained layout reserves room for the suptitle (tight_layout drew it over the column titles)
     figure, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n + 0.4), squeeze=False, layout="constrained")
@@ -71,7 +75,7 @@ def write_grid(
                 x0, y0, x1, y1 = boxes[row].tolist()
                 # imshow puts pixel centres on integers: shift by half a pixel to draw box edges.
                 ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, lw=1.5))
-        for view_module in (two_views.view1, two_views.view2):
+        for view_module in pipelines:
             box = _central_box(view_module, height, width)
             if box is not None:
                 x0, y0, x1, y1 = box

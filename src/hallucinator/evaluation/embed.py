@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hallucinator.engine.config import Config
 from hallucinator.evaluation.features import frozen, input_memory_format, resolve_device
 
 __all__ = ["HEADS", "Embeddings", "check_output", "embed_folder", "load_encoder", "save_embeddings"]
@@ -40,7 +41,7 @@ class Embeddings:
     image_size: int
 
 
-def load_encoder(checkpoint: str | Path, head: str = "backbone") -> tuple[nn.Module, object]:
+def load_encoder(checkpoint: str | Path, head: str = "backbone") -> tuple[nn.Module, Config]:
     """The checkpoint's backbone, or backbone followed by the method's projector, and the run's config."""
     from hallucinator.engine.checkpoint import load_backbone
     from hallucinator.engine.module import build_method
@@ -51,7 +52,7 @@ def load_encoder(checkpoint: str | Path, head: str = "backbone") -> tuple[nn.Mod
     if head == "backbone":
         return backbone, config
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    projector = build_method(config).projector
+    projector = build_method(config).get_submodule("projector")
     projector.load_state_dict(
         {k[len(PROJECTOR_PREFIX) :]: v for k, v in state.items() if k.startswith(PROJECTOR_PREFIX)}
     )
@@ -84,6 +85,7 @@ def embed_folder(
     device = resolve_device(device)
     encoder, config = load_encoder(checkpoint, head)
     size = config.data.image_size
+    assert size is not None  # pretrain saves the resolved size in the checkpoint's config
     everything = scan_folder(folder, "pretrain", FolderOptions(labels="none"))
     scan, unreadable = readable(everything, probe(everything, cache_dir), skip_unreadable, "--skip-unreadable")
     dataset = FileImageDataset(scan.files, scan.labels, [], size)

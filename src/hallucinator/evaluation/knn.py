@@ -9,6 +9,7 @@ summed weight wins. Defaults ``k = 200``, ``T = 0.1``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -156,7 +157,9 @@ def knn_evaluate(
     Returns the result and the test features (reused e.g. for the uniformity metrics).
     """
     device = resolve_device(device)
-    extract = dict(transform=transform, batch_size=batch_size, device=device, precision=precision, progress=progress)
+    extract: dict[str, Any] = dict(
+        transform=transform, batch_size=batch_size, device=device, precision=precision, progress=progress
+    )
     train_features = extract_features(backbone, train_images, **extract)
     test_features = extract_features(backbone, test_images, **extract)
     result = knn_classify(train_features, train_labels, test_features, test_labels, k=k, temperature=temperature)

@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -228,7 +229,7 @@ def linear_probe(
     device = resolve_device(device)
     start = time.perf_counter()
     backbone = backbone.to(device)
-    extract = dict(batch_size=config.batch_size, device=device, precision=precision, progress=progress)
+    extract: dict[str, Any] = dict(batch_size=config.batch_size, device=device, precision=precision, progress=progress)
     test_features = extract_features(backbone, test_images, transform=test_transform, **extract)
     train_labels, test_labels = train_labels.to(device), test_labels.to(device)
     head = _new_head(test_features.shape[1], _num_classes(train_labels, test_labels), config.seed, device)

@@ -16,6 +16,7 @@ this module only reduces to 2-D and subsamples around them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +125,7 @@ def representation_metrics(
         ...                        transform=eval_transform("cifar10", 32))
         {'pos_similarity': 0.61, 'alignment': 0.78, 'uniformity': -3.4, 'g2': 0.2089}
     """
-    extract = dict(batch_size=batch_size, device=device, precision=precision, progress=progress)
+    extract: dict[str, Any] = dict(batch_size=batch_size, device=device, precision=precision, progress=progress)
     features = extract_features(backbone, images, transform=transform, **extract)
     q, k = extract_pair_features(backbone, images, two_views, **extract)
     figures = {"pos_similarity": pos_similarity(q, k).item(), "alignment": alignment(q, k).item()}

@@ -217,7 +217,7 @@ def plot_feature_distribution(
     columns = {"uniform": (uniform_circle(reference_size), None), **columns}
     fig, axes = plt.subplots(3, len(columns), figsize=(3.2 * len(columns), 9.2), squeeze=False)
     bins = np.linspace(-math.pi, math.pi, 61)
-    for col, (label, (points, labels)) in enumerate(columns.items()):
+    for col, (label, (points, point_labels)) in enumerate(columns.items()):
         density, extent = circle_kde(points)
         kde_ax, hist_ax, class_ax = axes[:, col]
         kde_ax.imshow(density, origin="lower", extent=(-extent, extent, -extent, extent), cmap="viridis")
@@ -227,11 +227,11 @@ def plot_feature_distribution(
         angles = torch.atan2(points[:, 1], points[:, 0]).numpy()
         hist_ax.hist(angles, bins=bins, density=True, color="tab:blue", alpha=0.8)
         hist_ax.set(xlim=(-math.pi, math.pi), xlabel="angle (rad)", ylabel="density" if col == 0 else None)
-        if labels is None:
+        if point_labels is None:
             class_ax.axis("off")
             continue
         for c in classes:
-            chosen = angles[(labels == c).numpy()]
+            chosen = angles[(point_labels == c).numpy()]
             name = class_names[c] if class_names and c < len(class_names) else f"class {c}"
             if len(chosen):
                 class_ax.hist(chosen, bins=bins, density=True, histtype="stepfilled", alpha=0.45, label=name)

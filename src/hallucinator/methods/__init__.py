@@ -8,14 +8,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from hallucinator.hallucinator import Hallucinator
 from hallucinator.methods.barlowtwins import BarlowTwins
-from hallucinator.methods.base import SSLMethod
+from hallucinator.methods.base import HallucinatorChoice, SSLMethod
 from hallucinator.methods.byol import BYOL
 from hallucinator.methods.moco import MoCo
 from hallucinator.methods.mocov3 import MoCoV3
@@ -30,7 +30,7 @@ class MethodSpec:
     """A registered method: its class, default (CIFAR) hyper-parameters, fixed constructor arguments and
     the augmentation style of ``hallucinator.data.presets`` its recipe uses (``<dataset>-<augmentation>``)."""
 
-    cls: type[SSLMethod]
+    cls: Callable[..., SSLMethod]  # a subclass of SSLMethod; each takes its own keywords
     hparams: dict[str, Any]
     fixed: dict[str, Any] = field(default_factory=dict)
     augmentation: str = "simclr"
@@ -82,14 +82,16 @@ METHODS: dict[str, MethodSpec] = {
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 
 
-def build(name: str, backbone: nn.Module, hallucinator: Hallucinator | bool | None = True, **hparams: Any) -> SSLMethod:
+def build(name: str, backbone: nn.Module, hallucinator: HallucinatorChoice = True, **hparams: Any) -> SSLMethod:
     """Build a method by name with the paper's CIFAR hyper-parameters, overridden by ``hparams``.
 
     Args:
         name: a key of :data:`METHODS` (``mocov1``, ``mocov2``, ``simclr``, ``simsiam``, ``byol``,
             ``barlowtwins``, ``vicreg``, ``mocov3``, ``nnclr``).
         backbone: any module with a ``num_features`` attribute (e.g. from ``hallucinator.backbones.build``).
-        hallucinator: ``True`` for the paper's Hallucinator, ``False`` for the plain method, or a configured one.
+        hallucinator: ``True`` for the paper's Hallucinator, ``False`` for the plain method, a configured one,
+            or a factory the method calls with the feature size it hallucinates
+            (``functools.partial(Hallucinator, num_layers=2)``: the Hallucinator is then built once).
         **hparams: overrides of ``METHODS[name].hparams``.
     """
     if name not in METHODS:

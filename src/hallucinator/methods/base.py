@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hallucinator.hallucinator import Hallucinator
+
+HallucinatorChoice = Hallucinator | bool | None | Callable[[int], Hallucinator]
+"""What a method takes as ``hallucinator``: ``True`` (the paper's), ``False`` / ``None`` (none), a built
+:class:`Hallucinator`, or a factory the method calls with the feature size it hallucinates, e.g.
+``functools.partial(Hallucinator, num_layers=2)`` (how the engine builds the configured one, once)."""
 
 
 def mlp(
@@ -47,8 +52,6 @@ class SSLMethod(nn.Module):
     and :meth:`_check_views`, :meth:`_features` and :meth:`_output` in ``forward``.
     """
 
-    default_hparams: ClassVar[dict[str, object]] = {}
-
     def __init__(self, backbone: nn.Module, hallucination_weight: float = 0.5) -> None:
         super().__init__()
         num_features = getattr(backbone, "num_features", None)
@@ -68,20 +71,24 @@ class SSLMethod(nn.Module):
         # fraction of training done, in [0, 1]; a training loop sets it each step (momentum schedules read it)
         self.progress = 0.0
 
-    def _set_hallucinator(self, hallucinator: Hallucinator | bool | None, dim: int) -> None:
-        """``True`` builds the paper's Hallucinator for ``dim`` features; a given one must match ``dim``."""
+    def _set_hallucinator(self, hallucinator: HallucinatorChoice, dim: int) -> None:
+        """``True`` builds the paper's Hallucinator for ``dim`` features, a factory is called with ``dim``;
+        a given one must match ``dim``."""
         if hallucinator is True:
             hallucinator = Hallucinator(dim)
         elif hallucinator is False:
             hallucinator = None
-        elif isinstance(hallucinator, Hallucinator) and hallucinator.dim != dim:
+        elif callable(hallucinator) and not isinstance(hallucinator, Hallucinator):  # a module is callable too
+            hallucinator = hallucinator(dim)
+        if isinstance(hallucinator, Hallucinator) and hallucinator.dim != dim:
             raise ValueError(
                 f"this {type(self).__name__} hallucinates {dim}-d features but the Hallucinator was built with "
                 f"dim={hallucinator.dim}; build it with Hallucinator(dim={dim}, ...)"
             )
         elif hallucinator is not None and not isinstance(hallucinator, Hallucinator):
             raise ValueError(
-                f"hallucinator must be True, False, None or a Hallucinator, got {type(hallucinator).__name__}"
+                "hallucinator must be True, False, None, a Hallucinator or a factory of one, "
+                f"got {type(hallucinator).__name__}"
             )
         self.hallucinator = hallucinator
 

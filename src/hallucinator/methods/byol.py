@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from hallucinator.hallucinator import Hallucinator
 from hallucinator.losses import negative_cosine
+from hallucinator.methods.base import HallucinatorChoice
 from hallucinator.methods.families import MomentumPredictor
 
 
@@ -34,7 +34,7 @@ class BYOL(MomentumPredictor):
     def __init__(
         self,
         backbone: nn.Module,
-        hallucinator: Hallucinator | bool | None = True,
+        hallucinator: HallucinatorChoice = True,
         dim: int = 256,
         hidden_dim: int = 4096,
         pred_hidden_dim: int = 4096,

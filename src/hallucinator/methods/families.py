@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hallucinator.hallucinator import Hallucinator
-from hallucinator.methods.base import SSLMethod, mlp
+from hallucinator.methods.base import HallucinatorChoice, SSLMethod, mlp
 from hallucinator.methods.memory import cosine_momentum, ema_update, momentum_copy
 
 
@@ -26,7 +25,7 @@ class EmbeddingPair(SSLMethod):
     def __init__(
         self,
         backbone: nn.Module,
-        hallucinator: Hallucinator | bool | None,
+        hallucinator: HallucinatorChoice,
         dim: int,
         hidden_dim: int,
         proj_layers: int,
@@ -71,7 +70,7 @@ class MomentumPredictor(SSLMethod):
     def __init__(
         self,
         backbone: nn.Module,
-        hallucinator: Hallucinator | bool | None,
+        hallucinator: HallucinatorChoice,
         dim: int,
         hidden_dim: int,
         pred_hidden_dim: int,

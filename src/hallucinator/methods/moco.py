@@ -7,9 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hallucinator import distributed
-from hallucinator.hallucinator import Hallucinator
 from hallucinator.losses import info_nce
-from hallucinator.methods.base import SSLMethod, mlp
+from hallucinator.methods.base import HallucinatorChoice, SSLMethod, mlp
 from hallucinator.methods.memory import check_queue_batch, ema_update, enqueue, momentum_copy
 
 
@@ -30,7 +29,7 @@ class MoCo(SSLMethod):
     Args:
         backbone: online encoder with a ``num_features`` attribute.
         version: 1 (linear head, T 0.07) or 2 (MLP head, T 0.2).
-        hallucinator: ``True`` (the paper's), ``False``/``None`` (off) or a configured :class:`Hallucinator`.
+        hallucinator: ``True`` (the paper's), ``False``/``None`` (off), a configured :class:`Hallucinator` or a factory ``dim -> Hallucinator``.
         dim: projection dimension.
         queue_size: number of queued negative keys ``K``; a multiple of the global batch size.
         momentum: momentum ``m`` of the key encoder.
@@ -46,11 +45,14 @@ class MoCo(SSLMethod):
         >>> out["loss"].backward()
     """
 
+    queue: torch.Tensor  # registered buffers
+    queue_ptr: torch.Tensor
+
     def __init__(
         self,
         backbone: nn.Module,
         version: int = 2,
-        hallucinator: Hallucinator | bool | None = True,
+        hallucinator: HallucinatorChoice = True,
         dim: int = 128,
         queue_size: int = 65536,
         momentum: float = 0.999,

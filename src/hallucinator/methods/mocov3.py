@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from hallucinator.hallucinator import Hallucinator
 from hallucinator.losses import in_batch_info_nce
+from hallucinator.methods.base import HallucinatorChoice
 from hallucinator.methods.families import MomentumPredictor
 
 
@@ -33,7 +33,7 @@ class MoCoV3(MomentumPredictor):
     def __init__(
         self,
         backbone: nn.Module,
-        hallucinator: Hallucinator | bool | None = True,
+        hallucinator: HallucinatorChoice = True,
         dim: int = 256,
         hidden_dim: int = 4096,
         pred_hidden_dim: int = 4096,

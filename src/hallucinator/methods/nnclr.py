@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hallucinator.hallucinator import Hallucinator
 from hallucinator.losses import in_batch_info_nce
-from hallucinator.methods.base import SSLMethod, mlp
+from hallucinator.methods.base import HallucinatorChoice, SSLMethod, mlp
 from hallucinator.methods.memory import check_queue_batch, enqueue
 
 
@@ -35,10 +34,13 @@ class NNCLR(SSLMethod):
         >>> nnclr(view1, view2)["loss"].backward()
     """
 
+    queue: Tensor  # registered buffers
+    queue_ptr: Tensor
+
     def __init__(
         self,
         backbone: nn.Module,
-        hallucinator: Hallucinator | bool | None = True,
+        hallucinator: HallucinatorChoice = True,
         dim: int = 256,
         hidden_dim: int = 2048,
         pred_hidden_dim: int = 4096,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from hallucinator.hallucinator import Hallucinator
 from hallucinator.losses import nt_xent
-from hallucinator.methods.base import SSLMethod, mlp
+from hallucinator.methods.base import HallucinatorChoice, SSLMethod, mlp
 
 
 class SimCLR(SSLMethod):
@@ -20,7 +19,7 @@ class SimCLR(SSLMethod):
 
     Args:
         backbone: encoder with a ``num_features`` attribute.
-        hallucinator: ``True`` (the paper's), ``False``/``None`` (off) or a configured :class:`Hallucinator`.
+        hallucinator: ``True`` (the paper's), ``False``/``None`` (off), a configured :class:`Hallucinator` or a factory ``dim -> Hallucinator``.
         dim: projection dimension.
         hidden_dim: hidden width of the Linear-BN-ReLU-Linear head; ``None`` = the backbone's ``num_features``.
         temperature: NT-Xent temperature (0.5, SimCLR's CIFAR setting).
@@ -38,7 +37,7 @@ class SimCLR(SSLMethod):
     def __init__(
         self,
         backbone: nn.Module,
-        hallucinator: Hallucinator | bool | None = True,
+        hallucinator: HallucinatorChoice = True,
         dim: int = 128,
         hidden_dim: int | None = None,
         temperature: float = 0.5,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hallucinator.hallucinator import Hallucinator
 from hallucinator.losses import negative_cosine
-from hallucinator.methods.base import SSLMethod, mlp
+from hallucinator.methods.base import HallucinatorChoice, SSLMethod, mlp
 
 
 class SimSiam(SSLMethod):
@@ -25,7 +24,7 @@ class SimSiam(SSLMethod):
 
     Args:
         backbone: encoder with a ``num_features`` attribute.
-        hallucinator: ``True`` (the paper's), ``False``/``None`` (off) or a configured :class:`Hallucinator`.
+        hallucinator: ``True`` (the paper's), ``False``/``None`` (off), a configured :class:`Hallucinator` or a factory ``dim -> Hallucinator``.
         dim: projector output and predictor output dimension.
         pred_hidden_dim: predictor bottleneck width.
         proj_layers: projector depth (2 on CIFAR, 3 on ImageNet).
@@ -40,7 +39,7 @@ class SimSiam(SSLMethod):
     def __init__(
         self,
         backbone: nn.Module,
-        hallucinator: Hallucinator | bool | None = True,
+        hallucinator: HallucinatorChoice = True,
         dim: int = 2048,
         pred_hidden_dim: int = 512,
         proj_layers: int = 2,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from hallucinator.hallucinator import Hallucinator
 from hallucinator.losses import vicreg
+from hallucinator.methods.base import HallucinatorChoice
 from hallucinator.methods.families import EmbeddingPair
 
 
@@ -31,7 +31,7 @@ class VICReg(EmbeddingPair):
     def __init__(
         self,
         backbone: nn.Module,
-        hallucinator: Hallucinator | bool | None = True,
+        hallucinator: HallucinatorChoice = True,
         dim: int = 2048,
         hidden_dim: int = 2048,
         proj_layers: int = 3,
