@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision import datasets as tvd
 
 from hallucinator.data import FileImageDataset, ImageDataset, batch_loader, build_dataset
-from hallucinator.data import datasets as D
+from hallucinator.data import decode as D
 
 
 def _rgb(seed: int, h: int = 16, w: int = 16) -> np.ndarray:
@@ -267,7 +267,7 @@ def test_imagenet_streams_files_and_imagenet200_chooses_seeded_classes(tmp_path)
 
 
 def test_imagenet200_defaults_to_the_authors_200_classes(tmp_path):
-    from hallucinator.data.datasets import imagenet200_classes
+    from hallucinator.data.native import imagenet200_classes
 
     authors = imagenet200_classes()
     assert len(set(authors)) == 200 and all(len(w) == 9 and w[0] == "n" and w[1:].isdigit() for w in authors)

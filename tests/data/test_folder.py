@@ -123,7 +123,7 @@ def test_default_size_keeps_small_square_sets_and_shrinks_the_rest() -> None:
 
 
 def test_exif_orientation_is_applied_by_both_decoders(tmp_path) -> None:
-    from hallucinator.data import datasets as D
+    from hallucinator.data import decode as D
 
     path = tmp_path / "phone.jpg"
     exif = Image.Exif()
@@ -132,7 +132,7 @@ def test_exif_orientation_is_applied_by_both_decoders(tmp_path) -> None:
     upright = np.asarray(Image.open(path).convert("RGB").transpose(Image.Transpose.ROTATE_270))
     decoded = D.decode_image(path.read_bytes(), path.name)
     assert decoded.shape == (40, 20, 3) and np.array_equal(decoded, upright)
-    streamed = D._read_file(str(path), 20).astype(np.int64)  # torchvision.io, as streamed datasets decode
+    streamed = D.read_file(str(path), 20).astype(np.int64)  # torchvision.io, as streamed datasets decode
     cached = D.decode_image(path.read_bytes(), path.name, 20).astype(np.int64)
     assert streamed.shape == cached.shape == (20, 20, 3) and np.abs(streamed - cached).mean() < 8
 

@@ -7,7 +7,8 @@
   :mod:`hallucinator.data.presets`: the paper's two-view recipes and :func:`eval_transform`.
 """
 
-from hallucinator.data.datasets import DATASETS, FileImageDataset, ImageDataset, build_dataset
+from hallucinator.data.build import build_dataset
+from hallucinator.data.datasets import DATASETS, FileImageDataset, ImageDataset
 from hallucinator.data.loader import BatchSampler, batch_loader
 from hallucinator.data.presets import eval_transform
 

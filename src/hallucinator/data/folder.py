@@ -41,7 +41,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from hallucinator.data import cache
-from hallucinator.data.datasets import IMAGE_EXTENSIONS, FileImageDataset, ImageDataset, _cached_listing, _Listing
+from hallucinator.data.datasets import IMAGE_EXTENSIONS, FileImageDataset, ImageDataset
+from hallucinator.data.listing import Listing, cached_listing
 from hallucinator.data.subset import stratified_subset
 
 __all__ = [
@@ -346,13 +347,13 @@ def load_folder(
     if streamed:
         dataset = FileImageDataset(files, labels, scan.classes, size or min(width, height))
     else:
-        listing = _Listing(
+        listing = Listing(
             [(str(f), partial(Path.read_bytes, f)) for f in files],
             np.asarray(labels, dtype=np.int64),
             scan.classes,
             {**cache.fingerprint(scan.root, files), "listing": _digest(names, labels)},
         )
-        dataset = _cached_listing("imagefolder", split, lambda: listing, listing.identity, size, cache_dir)
+        dataset = cached_listing("imagefolder", split, lambda: listing, listing.identity, size, cache_dir)
     dataset.report = FolderReport(
         root=str(scan.root),
         split=split,
