@@ -1,4 +1,4 @@
-"""batch_loader (coverage, determinism, DDP shards, workers), presets, eval transform and show-augmentations."""
+"""batch_loader (coverage, determinism, workers; its StepSampler: tests/data/test_sampler.py), presets, eval transform and show-augmentations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from hallucinator.cli import main as cli_main
-from hallucinator.data import BatchSampler, ImageDataset, augment, batch_loader, eval_transform, presets
+from hallucinator.data import ImageDataset, StepSampler, augment, batch_loader, eval_transform, presets
 
 
 def _dataset(n: int = 37, size: int = 8) -> ImageDataset:
@@ -32,7 +32,7 @@ def test_batches_cover_every_sample_once_and_match_the_dataset():
         assert torch.equal(images, data.images[labels // 10])  # every image travels with its own label
         seen.append(labels)
     assert [len(b) for b in seen] == [8, 8, 8, 8, 5]
-    order = BatchSampler(37, 8, shuffle=True, drop_last=False, seed=3).shard()
+    order = StepSampler(37, 8, shuffle=True, drop_last=False, seed=3).order(0)
     assert sorted(order.tolist()) == list(range(37))
     assert torch.equal(torch.cat(seen), data.labels[order])
 
@@ -44,37 +44,17 @@ def test_deterministic_per_seed_new_order_per_epoch_and_set_epoch():
     epoch0 = [x.tolist() for x in _epoch(a)]
     assert len(epoch0) == 4 and all(len(x) == 8 for x in epoch0)
     assert epoch0 == [x.tolist() for x in _epoch(b)]
-    s1 = BatchSampler(37, 8, shuffle=True, drop_last=True, seed=0)
+    s1 = StepSampler(37, 8, shuffle=True, drop_last=True, seed=0)
     e0, e1 = [x.tolist() for x in s1], [x.tolist() for x in s1]
     assert e0 != e1  # the next pass is the next epoch: a new permutation
-    s2 = BatchSampler(37, 8, shuffle=True, drop_last=True, seed=0)
+    s2 = StepSampler(37, 8, shuffle=True, drop_last=True, seed=0)
     s2.set_epoch(1)
     assert [x.tolist() for x in s2] == e1
     s2.set_epoch(1)  # what Lightning does: the same epoch gives the same batches
     assert [x.tolist() for x in s2] == e1
-    assert [x.tolist() for x in BatchSampler(37, 8, shuffle=True, drop_last=True, seed=1)] != e0
-    unshuffled = [x.tolist() for x in BatchSampler(10, 4, shuffle=False, drop_last=False)]
+    assert [x.tolist() for x in StepSampler(37, 8, shuffle=True, drop_last=True, seed=1)] != e0
+    unshuffled = [x.tolist() for x in StepSampler(10, 4, shuffle=False, drop_last=False)]
     assert unshuffled == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-
-
-@pytest.mark.parametrize("drop_last", [False, True])
-def test_ddp_shards_are_disjoint_equal_and_cover_the_data(drop_last):
-    world = 3
-    shards = [
-        BatchSampler(37, 4, shuffle=True, drop_last=drop_last, seed=5, rank=r, world_size=world) for r in range(world)
-    ]
-    indices = [torch.cat(list(s)) for s in shards]
-    lengths = {len(i) for i in indices}
-    assert len(lengths) == 1 and len({len(s) for s in shards}) == 1
-    flat = torch.cat(indices).tolist()
-    if drop_last:
-        assert len(set(flat)) == len(flat)  # disjoint
-        assert len(flat) == 3 * 12  # 37 // 3 = 12 per rank = 3 full batches of 4
-    else:
-        assert set(flat) == set(range(37))  # padded by wrapping around: every sample is seen
-        assert len(flat) == 39
-    with pytest.raises(ValueError, match="rank"):
-        BatchSampler(10, 2, shuffle=False, drop_last=False, rank=2, world_size=2)
 
 
 def test_transform_in_workers_is_deterministic_and_independent_of_worker_count():
@@ -250,7 +230,7 @@ def test_lightning_consumes_the_loader_and_sets_its_epoch(tmp_path):
     trainer.fit(Recorder(), loader)
     expected = []
     for epoch in range(2):
-        sampler = BatchSampler(24, 8, shuffle=True, drop_last=True, seed=2)
+        sampler = StepSampler(24, 8, shuffle=True, drop_last=True, seed=2)
         sampler.set_epoch(epoch)
         expected += [data.labels[batch].tolist() for batch in sampler]
     assert seen == expected

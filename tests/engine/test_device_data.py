@@ -30,14 +30,13 @@ def _batches(step: int = 0, rank: int = 0, world_size: int = 1, subset: torch.Te
 def _expected(batches: StepBatches, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Independently: epoch ``e``'s order is randperm(N) seeded by seed * 1_000_003 + e (docs/training.md)."""
     epoch, start = divmod(step, len(batches))
+    rank = batches.sampler.rank
     order = torch.randperm(batches.num_images, generator=torch.Generator().manual_seed(3 * 1_000_003 + epoch))
-    local = batches.batch_size // batches.world_size
+    local = batches.sampler.batch_size // batches.sampler.world_size
     images, labels = batches.dataset.images, batches.dataset.labels
     if batches.subset is not None:
         images, labels = images[batches.subset], labels[batches.subset]
-    slices = [
-        order[n * 8 + batches.rank * local : n * 8 + (batches.rank + 1) * local] for n in range(start, len(batches))
-    ]
+    slices = [order[n * 8 + rank * local : n * 8 + (rank + 1) * local] for n in range(start, len(batches))]
     return [(images[index], labels[index]) for index in slices]
 
 

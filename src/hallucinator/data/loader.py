@@ -1,17 +1,17 @@
 """Batches of a dataset as single tensor gathers, wrapped in a standard ``torch.utils.data.DataLoader``.
 
-:class:`BatchSampler` yields one index tensor per batch; the DataLoader (``batch_size=None``)
-hands it to ``dataset[indices]``, which gathers the whole batch in one tensor op. The loader is a
-plain DataLoader, so Lightning and any training loop can use it.
+The loader's sampler is a :class:`~hallucinator.data.sampler.StepSampler` yielding one index tensor
+per batch; the DataLoader (``batch_size=None``) hands it to ``dataset[indices]``, which gathers the
+whole batch in one tensor op. The loader is a plain DataLoader, so Lightning and any training loop
+can use it.
 
-DDP: each rank reads its own shard. ``rank`` / ``world_size`` default to the initialised
-``torch.distributed`` process group (when the loader is built after ``init_process_group``, as
-in Lightning's ``*_dataloader`` hooks); pass them explicitly otherwise. Every rank draws the same
-permutation (seeded by ``seed`` and the epoch) and takes every ``world_size``-th index, so the
-shards are disjoint and equally long. With Lightning, give the Trainer
-``use_distributed_sampler=False`` (the sampler already shards) and let it call
-``set_epoch(epoch)``, which it does on ``loader.sampler``; without ``set_epoch``, every new
-iteration over the loader moves to the next epoch.
+DDP: ``rank`` / ``world_size`` default to the initialised ``torch.distributed`` process group (when
+the loader is built after ``init_process_group``, as in Lightning's ``*_dataloader`` hooks); pass
+them explicitly otherwise. Every process draws the same order and takes its slice of each global
+batch of ``batch_size`` (as the engine's pre-training does). With Lightning, give the Trainer
+``use_distributed_sampler=False`` (the sampler already splits) and let it call ``set_epoch(epoch)``,
+which it does on ``loader.sampler``; without ``set_epoch``, every new pass over the loader moves to
+the next epoch. ``position=lambda: step`` starts a pass at a global step instead (resuming mid-epoch).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["BatchDataset", "BatchSampler", "batch_loader"]
+from hallucinator.data.sampler import StepSampler, batch_seed
+
+__all__ = ["BatchDataset", "batch_loader"]
 
 
 class BatchDataset(Protocol):
@@ -34,93 +36,17 @@ class BatchDataset(Protocol):
     def __getitem__(self, index: Any) -> Any: ...
 
 
-class BatchSampler(Sampler[Tensor]):
-    """Index tensors of the batches of one rank's shard, deterministic for ``(seed, epoch)``.
-
-    Example:
-        >>> sampler = BatchSampler(10, 4, shuffle=True, drop_last=False, seed=0)
-        >>> [len(batch) for batch in sampler]
-        [4, 4, 2]
-    """
-
-    def __init__(
-        self,
-        num_samples: int,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        drop_last: bool,
-        seed: int = 0,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        self.world_size = (
-            world_size if world_size is not None else (torch.distributed.get_world_size() if distributed else 1)
-        )
-        self.rank = rank if rank is not None else (torch.distributed.get_rank() if distributed else 0)
-        if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank {self.rank} is not in [0, world_size={self.world_size})")
-        self.num_samples = num_samples
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.seed = seed
-        self.epoch = 0
-        self._epoch_set = False
-        # Like DistributedSampler: shards are equal, padded by wrapping around unless drop_last trims them.
-        if drop_last:
-            self.shard_size = num_samples // self.world_size
-        else:
-            self.shard_size = -(-num_samples // self.world_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Selects the permutation of ``epoch`` (what DistributedSampler's ``set_epoch`` does)."""
-        self.epoch = epoch
-        self._epoch_set = True
-
-    def shard(self) -> Tensor:
-        """This rank's indices for the current epoch."""
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.num_samples, generator=generator)
-        else:
-            order = torch.arange(self.num_samples)
-        total = self.shard_size * self.world_size
-        if total > self.num_samples:
-            order = order.repeat(-(-total // self.num_samples))
-        return order[:total][self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[Tensor]:
-        indices = self.shard()
-        if not self._epoch_set:
-            self.epoch += 1  # the next iteration without set_epoch gets a new permutation
-        self._epoch_set = False
-        stop = len(self) * self.batch_size
-        for start in range(0, stop, self.batch_size):
-            yield indices[start : min(start + self.batch_size, stop)]
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.shard_size // self.batch_size
-        return -(-self.shard_size // self.batch_size)
-
-
 class _KeyedBatchSampler(Sampler[tuple[int, int, Tensor]]):
-    """A :class:`BatchSampler` whose batches carry ``(epoch, batch number)`` to seed their augmentation."""
+    """A :class:`StepSampler` whose batches carry ``(epoch, batch number)`` to seed their augmentation."""
 
-    def __init__(self, batches: BatchSampler) -> None:
+    def __init__(self, batches: StepSampler) -> None:
         self.batches = batches
 
     def set_epoch(self, epoch: int) -> None:
         self.batches.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[int, int, Tensor]]:
-        epoch = self.batches.epoch
-        for number, indices in enumerate(self.batches):
-            yield epoch, number, indices
+        return self.batches.numbered()
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -142,8 +68,7 @@ class _TransformedBatches(Dataset):
     def __getitem__(self, key: tuple[int, int, Tensor]) -> tuple:
         epoch, number, indices = key
         images, labels = self.dataset[indices]
-        seed = (((self.seed * 1_000_003 + self.rank) * 1_000_003 + epoch) * 1_000_003 + number) % 2**63
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(batch_seed(self.seed, self.rank, epoch, number))
         with torch.no_grad():
             out = self.transform(images, generator=generator)
         return (*out, labels) if isinstance(out, tuple) else (out, labels)
@@ -165,6 +90,7 @@ def batch_loader(
     pin_memory: bool = False,
     transform: Callable | None = None,
     persistent_workers: bool = False,
+    position: Callable[[], int] | None = None,
 ) -> DataLoader:
     """A DataLoader of ``(uint8 images, labels)`` batches, each gathered with one index op.
 
@@ -181,8 +107,15 @@ def batch_loader(
         >>> [labels.tolist() for _, labels in batch_loader(data, 4, shuffle=False, drop_last=True)]
         [[0, 1, 2, 3], [4, 5, 6, 7]]
     """
-    batches = BatchSampler(
-        len(dataset), batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed, rank=rank, world_size=world_size
+    batches = StepSampler(
+        len(dataset),
+        batch_size,
+        seed=seed,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        rank=rank,
+        world_size=world_size,
+        position=position,
     )
     sampler: Sampler = batches
     if transform is not None:

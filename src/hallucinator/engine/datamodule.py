@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
+from hallucinator.data.sampler import StepSampler
 from hallucinator.engine.config import Config, ConfigError, DataConfig
 from hallucinator.engine.device_data import on_device
 
@@ -22,10 +23,11 @@ if TYPE_CHECKING:
 class StepBatches:
     """``(uint8 images, labels)`` batches of epoch ``step // steps_per_epoch``, starting at the current step.
 
-    The order of epoch ``e`` is ``randperm(N)`` seeded by ``(seed, e)``; global batch ``i``
-    is ``order[i * B:(i + 1) * B]`` (the last partial batch is dropped) and process ``r`` of
-    ``W`` takes its ``r``-th slice of ``B / W`` images. ``__iter__`` asks ``position()``
-    for the global step, so after a restore it resumes at the next unseen batch. The images
+    The order is :class:`hallucinator.data.StepSampler`'s: epoch ``e`` is ``randperm(N)`` seeded by
+    ``epoch_seed(seed, e)``; global batch ``i`` is ``order[i * B:(i + 1) * B]`` (the last partial
+    batch is dropped) and process ``r`` of ``W`` takes its ``r``-th slice of ``B / W`` images.
+    ``__iter__`` asks ``position()`` for the global step, so after a restore it resumes at the next
+    unseen batch. The images
     are gathered with one index operation per batch (no per-image Python); with
     ``num_workers`` > 0 (streamed datasets such as ImageNet) batches are gathered in worker processes.
     ``subset`` (``data.limit``): the dataset indices to train on; the epoch order permutes them.
@@ -56,29 +58,22 @@ class StepBatches:
         self.num_images = len(subset) if subset is not None else len(dataset)
         if self.num_images < batch_size:
             raise ConfigError(f"data.batch_size: {batch_size} is larger than the {self.num_images} pre-training images")
-        self.batch_size = batch_size
-        self.seed = seed
-        self.position = position
-        self.rank, self.world_size = rank, world_size
+        self.sampler = StepSampler(
+            self.num_images, batch_size, seed=seed, rank=rank, world_size=world_size, position=position
+        )
         self.num_workers = num_workers
 
     def __len__(self) -> int:
-        return self.num_images // self.batch_size
-
-    def order(self, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.num_images, generator=generator)
+        return len(self.sampler)
 
     def batch(self, epoch_order: torch.Tensor, number: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's slice of global batch ``number`` of the epoch with ``epoch_order``: images and labels."""
-        local = self.batch_size // self.world_size
-        first = number * self.batch_size + self.rank * local
-        index = epoch_order[first : first + local]
+        index = self.sampler.batch(epoch_order, number)
         return self.dataset[index if self.subset is None else self.subset[index]]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch, start = divmod(self.position(), len(self))
-        order = self.order(epoch)
+        epoch, start = self.sampler.start()
+        order = self.sampler.order(epoch)
         if self.num_workers == 0:
             return (self.batch(order, number) for number in range(start, len(self)))
         # streamed datasets decode files: gather whole batches in worker processes

@@ -12,7 +12,7 @@ training device:
 - the CPU batches unchanged on the CPU.
 
 Both GPU forms yield the very batches of the CPU form, in the same order (the order of epoch
-``e`` is ``StepBatches.order(e)``), so a run's random stream does not depend on the data path.
+``e`` is ``StepSampler.order(e)``), so a run's random stream does not depend on the data path.
 
 Example:
     >>> batches = on_device(StepBatches(dataset, 512, seed=0, position=lambda: trainer.global_step), device)
@@ -54,16 +54,14 @@ class ResidentBatches:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        b = self.batches
-        epoch, start = divmod(b.position(), len(b))
-        order = b.order(epoch)  # drawn on the CPU as StepBatches does: the same batches
+        sampler = self.batches.sampler
+        epoch, start = sampler.start()
+        order = sampler.order(epoch)  # drawn on the CPU as StepBatches does: the same batches
         if self.device.type == "cuda":
             order = order.pin_memory()
         order = order.to(self.device, non_blocking=True)  # once per epoch
-        local = b.batch_size // b.world_size
-        for number in range(start, len(b)):
-            first = number * b.batch_size + b.rank * local
-            index = order[first : first + local]
+        for number in range(start, len(sampler)):
+            index = sampler.batch(order, number)
             yield self.images.index_select(0, index), self.labels.index_select(0, index)
 
 
