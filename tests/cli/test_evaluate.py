@@ -119,3 +119,15 @@ def test_bad_input_is_reported(run, tmp_path, capsys):
         for command in ("knn", "export"):
             code, _, err = call(capsys, command, broken, *([tmp_path / "out.pth"] if command == "export" else []))
             assert code == 2 and f"{broken} cannot be read as a checkpoint" in err and "Traceback" not in err
+
+
+def test_evaluation_options_are_the_parsed_arguments() -> None:
+    from hallucinator.cli import build_parser
+    from hallucinator.cli.evaluate import EvaluationOptions
+
+    args = build_parser().parse_args(
+        ["knn", "run/last.ckpt", "--data-dir", "d", "--test-limit", "7", "--no-save", "--no-progress", "--threads", "2"]
+    )
+    assert EvaluationOptions.from_args(args) == EvaluationOptions(
+        "run/last.ckpt", data_dir="d", test_limit=7, save=False, progress=False, threads=2
+    )

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from hallucinator.engine.config import Config, ConfigError, dump_config, from_dict, load_config, parse_overrides
+from hallucinator.engine.config import (
+    Config,
+    ConfigError,
+    TrainerConfig,
+    dump_config,
+    from_dict,
+    load_config,
+    normalised,
+    parse_overrides,
+    validate,
+)
 from hallucinator.engine.optim import lr_factor, warmup_weight
 
 
@@ -51,6 +61,11 @@ def test_bad_values_name_the_key(override: str, message: str) -> None:
 def test_precision_aliases_and_types() -> None:
     config = load_config(None, ["--trainer.precision=bf16", "--optimizer.weight_decay=5e-4"])
     assert config.trainer.precision == "bf16-mixed"
+    short = Config(trainer=TrainerConfig(precision="bf16"))
+    with pytest.raises(ConfigError, match="trainer.precision: 'bf16'"):  # validate only checks: no normalising
+        validate(short)
+    assert short.trainer.precision == "bf16" and normalised(short).trainer.precision == "bf16-mixed"
+    assert short.trainer.precision == "bf16"  # normalised() returned a copy
     assert config.optimizer.weight_decay == 5e-4  # YAML reads "5e-4" as a string; the float field converts it
     assert isinstance(config.hallucinator.extrapolation, tuple)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import signal
@@ -60,8 +61,13 @@ class SignalAt(pl.Callback):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_mid_epoch_then_resume_matches_uninterrupted(cifar10_archive: Path, tmp_path: Path, signum) -> None:
-    whole = pretrain(tiny(cifar10_archive, tmp_path / "whole"))
+    config = tiny(cifar10_archive, tmp_path / "whole")
+    before = copy.deepcopy(config)
+    whole = pretrain(config)
     assert whole.global_step == 10 and whole.interrupted is None
+    # the caller's config is left as it was; the run's resolved copy comes back
+    assert config == before and config.data.image_size is None and whole.config.data.image_size == 32
+    assert whole.config.trainer.precision != "auto"
 
     handler = signal.getsignal(signum)
     first = pretrain(tiny(cifar10_archive, tmp_path / "cut"), [SignalAt(3, signum)])

@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,10 +132,45 @@ def _command(name: str, run: Callable[[argparse.Namespace], dict]) -> Callable[[
 # ---- checkpoint + data
 
 
-class Loaded:
-    """A checkpoint's backbone and config, and the evaluation data the arguments select."""
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """What the evaluation commands' common arguments (``_add_checkpoint_arguments``) select."""
 
-    def __init__(self, args: argparse.Namespace, splits: tuple[str, ...] = ("train", "test")) -> None:
+    checkpoint: str
+    dataset: str | None = None  # None: the checkpoint's
+    data_dir: str | None = None  # None: the checkpoint's data.data_dir (same dataset only)
+    cache_dir: str | None = None
+    device: str = "auto"
+    precision: str = "32"
+    batch_size: int = 512
+    train_limit: int | None = None
+    test_limit: int | None = None
+    save: bool = True  # record the figures in RUN/evaluation.json
+    progress: bool = True
+    threads: int | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EvaluationOptions:
+        return cls(
+            args.checkpoint,
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            cache_dir=args.cache_dir,
+            device=args.device,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            train_limit=args.train_limit,
+            test_limit=args.test_limit,
+            save=not args.no_save,
+            progress=not args.no_progress,
+            threads=args.threads,
+        )
+
+
+class Loaded:
+    """A checkpoint's backbone and config, and the evaluation data the options select."""
+
+    def __init__(self, options: EvaluationOptions, splits: tuple[str, ...] = ("train", "test")) -> None:
         import torch
 
         from hallucinator.backbones import channels_last_safe
@@ -143,29 +179,29 @@ class Loaded:
         from hallucinator.engine.datamodule import dataset_options
         from hallucinator.evaluation.features import random_subset, resolve_device
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        self.device = resolve_device(args.device)
-        self.backbone, self.config = load_backbone(args.checkpoint)
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        self.device = resolve_device(options.device)
+        self.backbone, self.config = load_backbone(options.checkpoint)
         self.backbone.to(self.device)
         if channels_last_safe(self.backbone):  # about 2x faster feature extraction (docs/evaluation.md)
             self.backbone.to(memory_format=torch.channels_last)
         data = self.config.data
-        self.dataset = args.dataset or data.dataset
+        self.dataset = options.dataset or data.dataset
         same = self.dataset == data.dataset
-        data_dir = args.data_dir or (data.data_dir if same else None)
+        data_dir = options.data_dir or (data.data_dir if same else None)
         if data_dir is None:
             raise CommandError(
                 f"--data-dir is required for --dataset {self.dataset} (the checkpoint used {data.dataset})"
             )
         image_size = data.image_size if same else None
-        limits = {"train": args.train_limit, "test": args.test_limit}
+        limits = {"train": options.train_limit, "test": options.test_limit}
         self.splits = {}
         for split in splits:
             # the run's own data options (labels, held-out split, size of one's own images) when it is the same data
-            options = dataset_options(data) if same else {}
+            shaping = dataset_options(data) if same else {}
             dataset = build_dataset(
-                self.dataset, data_dir, split, cache_dir=args.cache_dir or data.cache_dir, **options
+                self.dataset, data_dir, split, cache_dir=options.cache_dir or data.cache_dir, **shaping
             )
             # a streamed dataset (ImageNet) has no .images: batches are gathered from it directly
             images = getattr(dataset, "images", dataset)
@@ -175,10 +211,10 @@ class Loaded:
         assert image_size is not None  # the loop above ran: ``splits`` is never empty
         self.image_size = image_size
         self.transform = eval_transform(self.dataset, self.image_size)
-        self.extract = dict(
-            batch_size=args.batch_size, device=self.device, precision=args.precision, progress=not args.no_progress
+        self.extract: dict[str, Any] = dict(
+            batch_size=options.batch_size, device=self.device, precision=options.precision, progress=options.progress
         )
-        self.run_dir = None if args.no_save else _run_dir(args.checkpoint)
+        self.run_dir = _run_dir(options.checkpoint) if options.save else None
 
     def save(self, key: str, figures: dict) -> None:
         if self.run_dir is not None:
@@ -197,7 +233,7 @@ def run_knn(args: argparse.Namespace) -> dict[str, Any]:
     from hallucinator.evaluation.features import extract_features
     from hallucinator.evaluation.knn import knn_classify
 
-    loaded = Loaded(args)
+    loaded = Loaded(EvaluationOptions.from_args(args))
     (train_images, train_labels), (test_images, test_labels) = loaded.splits["train"], loaded.splits["test"]
     print(
         f"kNN on {loaded.dataset}: {len(train_labels)} bank images, {len(test_labels)} test images, "
@@ -217,7 +253,7 @@ def run_linear(args: argparse.Namespace) -> dict[str, Any]:
     from hallucinator.evaluation.features import extract_features
     from hallucinator.evaluation.linear import LinearConfig, linear_probe, linear_probe_features, train_transform
 
-    loaded = Loaded(args)
+    loaded = Loaded(EvaluationOptions.from_args(args))
     (train_images, train_labels), (test_images, test_labels) = loaded.splits["train"], loaded.splits["test"]
     config = LinearConfig.for_dataset(loaded.dataset, epochs=args.epochs, lr=args.lr, seed=args.seed)
     mode = "fast" if args.fast else "full"
@@ -261,7 +297,7 @@ def run_metrics(args: argparse.Namespace) -> dict[str, Any]:
     from hallucinator.engine.module import build_augmentation
     from hallucinator.evaluation.metrics import representation_metrics
 
-    loaded = Loaded(args, splits=("test",))
+    loaded = Loaded(EvaluationOptions.from_args(args), splits=("test",))
     images, _ = loaded.splits["test"]
     two_views: nn.Module | None
     if args.preset or loaded.dataset != loaded.config.data.dataset:
@@ -284,9 +320,9 @@ def run_metrics(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _labels(run_dirs: list[str], names: list[str] | None) -> dict[str, str]:
-    from hallucinator.evaluation.report import _unique_names
+    from hallucinator.evaluation.report import unique_names
 
-    names = names or _unique_names(run_dirs)
+    names = names or unique_names(run_dirs)
     if len(names) != len(run_dirs):
         raise CommandError(f"--names: {len(names)} names for {len(run_dirs)} runs")
     return dict(zip(names, run_dirs))
@@ -306,21 +342,10 @@ def run_plot(args: argparse.Namespace) -> dict[str, Any]:
         features, class_names = {}, None
         for label, run_dir in runs.items():
             checkpoint = Path(run_dir) / "checkpoints" / "last.ckpt"
-            ns = argparse.Namespace(
-                checkpoint=str(checkpoint),
-                dataset=None,
-                data_dir=args.data_dir,
-                cache_dir=args.cache_dir,
-                device=args.device,
-                precision="32",
-                batch_size=512,
-                train_limit=None,
-                test_limit=None,
-                no_save=True,
-                no_progress=False,
-                threads=None,
+            options = EvaluationOptions(
+                str(checkpoint), data_dir=args.data_dir, cache_dir=args.cache_dir, device=args.device, save=False
             )
-            loaded = Loaded(ns, splits=("test",))
+            loaded = Loaded(options, splits=("test",))
             class_names = loaded.classes
             images, labels = loaded.splits["test"]
             features[label] = (

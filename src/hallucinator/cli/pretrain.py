@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if result.global_rank != 0:
         return 0
+    config = result.config  # with what the run resolved (image size, precision)
     wall = time.perf_counter() - started
     print(
         f"pre-training: {result.global_step} steps ({result.global_step / result.steps_per_epoch:.2f} epochs), "

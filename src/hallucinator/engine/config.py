@@ -305,10 +305,16 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    """A validated Config from a (possibly partial) nested dict."""
-    config = _from_dict(Config, data)
+    """A validated Config from a (possibly partial) nested dict, with its spellings normalised."""
+    config = normalised(_from_dict(Config, data))
     validate(config)
     return config
+
+
+def normalised(config: Config) -> Config:
+    """A copy of ``config`` with the short spellings replaced by the canonical ones (``bf16`` -> ``bf16-mixed``)."""
+    precision = PRECISION_ALIASES.get(config.trainer.precision, config.trainer.precision)
+    return dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, precision=precision))
 
 
 def dump_config(config: Config) -> str:
@@ -330,7 +336,10 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
 
 
 def validate(config: Config) -> None:
-    """Checks the values (types were checked when parsing); raises ConfigError naming the key."""
+    """Checks the values (types were checked when parsing); raises ConfigError naming the key.
+
+    Changes nothing: the canonical spellings it expects are :func:`normalised`'s (``from_dict`` applies it).
+    """
     _choice("model.method", config.model.method, METHOD_NAMES)
     _positive("model.width", config.model.width)
     h = config.hallucinator
@@ -391,7 +400,6 @@ def validate(config: Config) -> None:
     if not 0.0 <= o.min_lr_ratio <= 1.0:
         raise ConfigError(f"optimizer.min_lr_ratio: must be in [0, 1], got {o.min_lr_ratio}")
     t = config.trainer
-    config.trainer.precision = PRECISION_ALIASES.get(t.precision, t.precision)
     _choice("trainer.precision", t.precision, PRECISIONS)
     _choice("trainer.accelerator", t.accelerator, ACCELERATORS)
     if t.max_epochs <= 0 and t.max_steps <= 0:

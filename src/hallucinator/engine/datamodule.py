@@ -179,9 +179,6 @@ class PretrainDataModule(pl.LightningDataModule):
             self.dataset = build_split(self.config.data, "pretrain")
             if getattr(self.dataset, "report", None) is not None:
                 _announce_folder(self.config, self.dataset)
-                if self.config.data.image_size is None and self.dataset.report.streamed:
-                    # the chosen size, not the preset's 224 that streamed ImageNet defaults to
-                    self.config.data.image_size = self.dataset.image_size[0]
         return self.dataset
 
     def subset(self) -> torch.Tensor | None:

@@ -16,7 +16,7 @@ import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -143,13 +143,27 @@ def resolve_precision(config: Config) -> tuple[str, str]:
 
 
 def default_image_size(config: Config, dataset: object) -> int:
-    """In-memory datasets train at their stored size; streamed ones (ImageNet) at the preset's (224)."""
+    """In-memory datasets train at their stored size, a streamed folder of one's own images at the size
+    chosen for it; other streamed ones (ImageNet) at the preset's (224)."""
     images = getattr(dataset, "images", None)
     if isinstance(images, torch.Tensor):
         return int(images.shape[-1])
+    report = getattr(dataset, "report", None)
+    if report is not None and report.streamed:
+        return int(dataset.image_size[0])  # type: ignore[attr-defined]  # a FileImageDataset (hallucinator.data.folder)
     from hallucinator.data import presets
 
     return presets.recipe(preset_name(config)).image_size
+
+
+def resolved(config: Config, precision: str, dataset: object) -> Config:
+    """A copy of ``config`` with what this run settles: the precision to train in and ``data.image_size``."""
+    image_size = config.data.image_size or default_image_size(config, dataset)
+    return replace(
+        config,
+        trainer=replace(config.trainer, precision=precision),
+        data=replace(config.data, image_size=image_size),
+    )
 
 
 def label_classes(dataset: object) -> int:
@@ -224,14 +238,43 @@ def quiet_lightning() -> Iterator[None]:
             logger.removeFilter(_not_a_tip)
 
 
+def _checkpoint_to_resume(last: Path) -> str:
+    if not last.is_file():
+        raise FileNotFoundError(
+            f"--resume: no checkpoint at {last}; start the run without --resume or point --output-dir at the run "
+            "to continue"
+        )
+    return str(last)
+
+
+def fit(
+    module: PretrainModule, datamodule: PretrainDataModule, callbacks: Sequence[pl.Callback], ckpt_path: str | None
+) -> pl.Trainer:
+    """Builds the trainer and fits, without Lightning's noise; resuming into another model is a ``ConfigError``."""
+    config = module.config
+    with quiet_lightning():
+        trainer = build_trainer(config, callbacks, Path(config.output_dir))
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except RuntimeError as error:
+            if ckpt_path and "state_dict" in str(error):
+                raise ConfigError(
+                    f"--resume: {ckpt_path} holds a different model than this config "
+                    f"({config.model.method}, {config.model.backbone} width {config.model.width}); resume with the "
+                    f"run's own config ({Path(config.output_dir) / 'config.yaml'}). {_state_dict_mismatch(str(error))}"
+                ) from error
+            raise
+    return trainer
+
+
 def pretrain(
     config: Config, callbacks: Sequence[pl.Callback] = (), *, resume: bool = False, dataset: object | None = None
 ) -> PretrainResult:
     """Pre-train ``config.model`` on ``config.data`` into ``config.output_dir``.
 
     Args:
-        config: a validated config (``load_config``); ``data.image_size`` and
-            ``trainer.precision`` are resolved in place and saved as ``config.yaml``.
+        config: a validated config (``load_config``), left unchanged: the run's copy with
+            ``data.image_size`` and ``trainer.precision`` resolved is ``result.config`` and ``config.yaml``.
         callbacks: extra Lightning callbacks (e.g. the kNN monitor of ``hallucinator.evaluation``).
         resume: continue from ``output_dir/checkpoints/last.ckpt`` with the same step, lr,
             MoCo queue and random streams.
@@ -250,44 +293,23 @@ def pretrain(
         every_n_epochs=config.trainer.checkpoint_every_n_epochs,
         last_every_n_steps=config.trainer.last_every_n_steps,
     )
-    ckpt_path = None
-    if resume:
-        if not checkpoints.last.is_file():
-            raise FileNotFoundError(
-                f"--resume: no checkpoint at {checkpoints.last}; start the run without --resume or "
-                f"point --output-dir at the run to continue"
-            )
-        ckpt_path = str(checkpoints.last)
+    ckpt_path = _checkpoint_to_resume(checkpoints.last) if resume else None
     if config.trainer.cpu_threads:
         torch.set_num_threads(config.trainer.cpu_threads)
     # before the data: a missing device or a refused precision fails at once
     check_accelerator(config)
-    config.trainer.precision, reason = resolve_precision(config)
+    precision, reason = resolve_precision(config)
     rank_zero_info(reason)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = PretrainDataModule(config, dataset)
     data = datamodule.load()
-    if config.data.image_size is None:
-        config.data.image_size = default_image_size(config, data)
+    config = resolved(config, precision, data)
     steps_per_epoch = datamodule.steps_per_epoch()
     if steps_per_epoch < 1:
         raise ConfigError(f"data.batch_size: {config.data.batch_size} is larger than the dataset")
     module = PretrainModule(config, steps_per_epoch, num_classes=label_classes(data))
     throughput = Throughput()
-    with quiet_lightning():
-        trainer = build_trainer(
-            config, [checkpoints, throughput, _SaveConfig(config, output_dir), *callbacks], output_dir
-        )
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        except RuntimeError as error:
-            if ckpt_path and "state_dict" in str(error):
-                raise ConfigError(
-                    f"--resume: {ckpt_path} holds a different model than this config "
-                    f"({config.model.method}, {config.model.backbone} width {config.model.width}); resume with the "
-                    f"run's own config ({output_dir / 'config.yaml'}). {_state_dict_mismatch(str(error))}"
-                ) from error
-            raise
+    trainer = fit(module, datamodule, [checkpoints, throughput, _SaveConfig(config, output_dir), *callbacks], ckpt_path)
     if module.diverged:
         raise TrainingDiverged(f"{module.diverged} ({checkpoints.last}).")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

@@ -347,7 +347,7 @@ def paper_table(runs: Sequence[RunSummary], metric: str = "linear_top1") -> str:
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Sequence[str] | None = None) -> Path:
     """``OUT/report.md`` with the three tables, and the Fig. 4 and training-curve plots beside it."""
     out_dir = Path(out_dir)
-    names = list(names) if names else _unique_names(run_dirs)
+    names = list(names) if names else unique_names(run_dirs)
     runs = [load_run(run_dir, name) for run_dir, name in zip(run_dirs, names)]
     labelled = dict(zip(names, run_dirs))
     plots = []
@@ -380,7 +380,8 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: 
     return report
 
 
-def _unique_names(run_dirs: Sequence[str | Path]) -> list[str]:
+def unique_names(run_dirs: Sequence[str | Path]) -> list[str]:
+    """The runs' folder names, or their paths where two folders share a name: their labels in tables and plots."""
     names = [Path(d).resolve().name for d in run_dirs]
     if len(set(names)) == len(names):
         return names
