@@ -19,7 +19,7 @@ def test_grid_title_does_not_cover_the_column_titles(tmp_path, monkeypatch):
         0, 256, (8, 3, 32, 32), dtype=torch.uint8
     )  # the default; with 8 rows the title used to overlap
     two_views, recipe = presets.build("cifar10-mocov2", 32), presets.recipe("cifar10-mocov2")
-    write_grid(images, two_views, recipe, tmp_path / "grid.png", title="cifar10-mocov2: p=0.5")
+    write_grid(images, two_views, recipe, tmp_path / "grid.png", title="cifar10-mocov2: center_fraction=0.5")
     (figure,) = drawn
     renderer = figure.canvas.get_renderer()
     suptitle = figure._suptitle.get_window_extent(renderer)

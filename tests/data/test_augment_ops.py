@@ -156,7 +156,7 @@ def test_random_resized_crop_boxes_inside_image_with_scale_and_ratio_in_range(he
     scale, ratio = (0.2, 1.0), (3 / 4, 4 / 3)
     for crop in (
         A.RandomResizedCrop(32, scale, ratio),
-        A.CenterSuppressedResizedCrop(32, scale, ratio, p=0.5, alpha=0.6),
+        A.CenterSuppressedResizedCrop(32, scale, ratio, center_fraction=0.5, alpha=0.6),
     ):
         boxes = crop.sample_boxes(20000, height, width, torch.Generator().manual_seed(0))
         x0, y0, x1, y1 = boxes.unbind(1)
@@ -181,7 +181,9 @@ def test_plain_crop_positions_are_uniform():
 @pytest.mark.parametrize("p", [0.3, 0.5, 0.8])
 def test_center_suppressed_centres_fall_in_central_box(p):
     height, width = 64, 48
-    crop = A.CenterSuppressedResizedCrop(16, scale=(0.002, 0.004), p=p, alpha=0.6)  # tiny crops: never clamped
+    crop = A.CenterSuppressedResizedCrop(
+        16, scale=(0.002, 0.004), center_fraction=p, alpha=0.6
+    )  # tiny crops: never clamped
     boxes = crop.sample_boxes(20000, height, width, torch.Generator().manual_seed(1))
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     low, high = 0.5 - p / 2, 0.5 + p / 2
@@ -193,7 +195,7 @@ def test_center_suppressed_centres_fall_in_central_box(p):
 
 
 def _centre_fractions(alpha: float, p: float = 0.5, n: int = 40000) -> np.ndarray:
-    crop = A.CenterSuppressedResizedCrop(16, scale=(0.002, 0.004), p=p, alpha=alpha)
+    crop = A.CenterSuppressedResizedCrop(16, scale=(0.002, 0.004), center_fraction=p, alpha=alpha)
     boxes = crop.sample_boxes(n, 100, 100, torch.Generator().manual_seed(2))
     cx = (boxes[:, 0] + boxes[:, 2]) / 2 / 100
     return ((cx - (0.5 - p / 2)) / p).numpy()
@@ -228,7 +230,7 @@ def contrastive_crop_tops(n: int, side: int, crop: int, p: float, alpha: float, 
 @pytest.mark.parametrize("scale", [0.01, 0.36, 0.81], ids=["small", "medium", "large"])
 def test_crop_placement_matches_contrastive_crops_sampler(scale):
     side, n, p, alpha = 1000, 20000, 0.5, 0.6  # a large image: ContrastiveCrop's pixel rounding is negligible
-    crop = A.CenterSuppressedResizedCrop(32, scale=(scale, scale), ratio=(1.0, 1.0), p=p, alpha=alpha)
+    crop = A.CenterSuppressedResizedCrop(32, scale=(scale, scale), ratio=(1.0, 1.0), center_fraction=p, alpha=alpha)
     boxes = crop.sample_boxes(n, side, side, torch.Generator().manual_seed(4)).double()
     size = round(math.sqrt(scale) * side)
     assert torch.allclose(boxes[:, 2] - boxes[:, 0], torch.full((n,), float(size), dtype=torch.float64), atol=1e-2)

@@ -83,7 +83,7 @@ def test_presets_follow_the_paper_recipes():
     cifar = presets.build("cifar10-mocov2")
     v1, v2 = _ops(cifar.view1), _ops(cifar.view2)
     crop = v1["CenterSuppressedResizedCrop"]
-    assert (crop.p, crop.alpha, crop.scale, crop.size) == (0.5, 0.6, (0.2, 1.0), (32, 32))
+    assert (crop.center_fraction, crop.alpha, crop.scale, crop.size) == (0.5, 0.6, (0.2, 1.0), (32, 32))
     assert "CenterSuppressedResizedCrop" not in v2 and v2["RandomResizedCrop"].scale == (0.2, 1.0)
     jitter = v1["ColorJitter"]
     assert (
@@ -107,10 +107,13 @@ def test_presets_follow_the_paper_recipes():
 
 
 def test_preset_overrides():
-    both = presets.build("cifar10", center_crop_views=(1, 2), p=0.3, alpha=0.1, scale=(0.3, 1.0))
+    both = presets.build("cifar10", center_crop_views=(1, 2), center_fraction=0.3, alpha=0.1, scale=(0.3, 1.0))
     for view in (both.view1, both.view2):
         crop = _ops(view)["CenterSuppressedResizedCrop"]
-        assert (crop.p, crop.alpha, crop.scale) == (0.3, 0.1, (0.3, 1.0))
+        assert (crop.center_fraction, crop.alpha, crop.scale) == (0.3, 0.1, (0.3, 1.0))
+    with pytest.warns(FutureWarning, match=r"'p' is now 'center_fraction' \(data.augment.center_fraction\)"):
+        old = presets.build("cifar10", p=0.3)  # the key's name until 2026-11-30 still works
+    assert _ops(old.view1)["CenterSuppressedResizedCrop"].center_fraction == 0.3
     none = presets.build("cifar10", center_crop_views=())
     assert "CenterSuppressedResizedCrop" not in _ops(none.view1)
     half = _ops(presets.build("cifar10", jitter_strength=0.5).view1)["ColorJitter"]

@@ -69,3 +69,13 @@ def test_build_method_builds_the_configured_hallucinator_and_no_other(monkeypatc
     reference = methods.build("simsiam", backbone, hallucinator=partial(Hallucinator, num_layers=2))
     for (key, value), (ref_key, ref_value) in zip(method.state_dict().items(), reference.state_dict().items()):
         assert key == ref_key and torch.equal(value, ref_value), key
+
+
+def test_the_old_crop_box_key_p_still_configures_the_center_fraction() -> None:
+    from hallucinator.data.augment import CenterSuppressedResizedCrop
+    from hallucinator.engine.module import build_augmentation
+
+    with pytest.warns(FutureWarning, match="data.augment.center_fraction"):
+        two_views = build_augmentation(load_config(None, ["--data.augment.p=0.7"]))
+    crops = [op for op in two_views.view1.ops if isinstance(op, CenterSuppressedResizedCrop)]
+    assert [crop.center_fraction for crop in crops] == [0.7]

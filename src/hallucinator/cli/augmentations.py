@@ -20,9 +20,10 @@ def show_augmentations(args: argparse.Namespace) -> int:
     from hallucinator.data import build_dataset, presets
     from hallucinator.evaluation.augmentation_grid import write_grid
 
-    overrides = {key: value for key, value in (("p", args.p), ("alpha", args.alpha)) if value is not None}
+    given = (("center_fraction", args.center_fraction), ("alpha", args.alpha))
+    overrides = {key: value for key, value in given if value is not None}
     preset = args.preset or f"{args.dataset}-mocov2"
-    try:  # bad input (a missing or corrupt dataset, an unknown preset, impossible p or alpha) is one line
+    try:  # bad input (a missing or corrupt dataset, an unknown preset, impossible center fraction or alpha) is one line
         recipe = presets.recipe(preset, args.image_size, **overrides)
         two_views = presets.build(preset, args.image_size, **overrides)
         dataset = build_dataset(args.dataset, args.data_dir, args.split, cache_dir=args.cache_dir)
@@ -38,7 +39,7 @@ def show_augmentations(args: argparse.Namespace) -> int:
         recipe,
         Path(args.output),
         args.seed,
-        title=f"{preset}: p={recipe.p}, alpha={recipe.alpha}, scale={recipe.scale}",
+        title=f"{preset}: center_fraction={recipe.center_fraction}, alpha={recipe.alpha}, scale={recipe.scale}",
     )
     print(f"wrote {args.output} ({count} images, preset {preset})")
     return 0
@@ -57,7 +58,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-images", type=int, default=8)
     parser.add_argument("--split", default="train", choices=("pretrain", "train", "test"))
     parser.add_argument("--image-size", type=int, default=None, help="output size of the views")
-    parser.add_argument("--p", type=float, default=None, help="central box fraction of each side")
+    parser.add_argument(
+        "--center-fraction",
+        "--p",  # its name until 2026-11-30 (the paper's p)
+        dest="center_fraction",
+        type=float,
+        default=None,
+        help="share of each side the central box covers (the paper's p)",
+    )
     parser.add_argument("--alpha", type=float, default=None, help="Beta(alpha, alpha) of the crop centres")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

@@ -11,7 +11,7 @@ Example:
     >>> import torch
     >>> from hallucinator.data import augment as A
     >>> view = A.Compose([
-    ...     A.CenterSuppressedResizedCrop(32, scale=(0.2, 1.0), p=0.5, alpha=0.6),
+    ...     A.CenterSuppressedResizedCrop(32, scale=(0.2, 1.0), center_fraction=0.5, alpha=0.6),
     ...     A.RandomHorizontalFlip(),
     ...     A.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
     ...     A.RandomGrayscale(0.2),
@@ -471,19 +471,20 @@ class RandomResizedCrop(nn.Module):
 class CenterSuppressedResizedCrop(RandomResizedCrop):
     """RandomResizedCrop whose centre is drawn in the central box (METHOD.md section 3), as ContrastiveCrop.
 
-    The central box covers fraction ``p`` of each side (``p = 0.5``: from 0.25 to 0.75). Along
+    The central box covers fraction ``center_fraction`` of each side (0.5: from 0.25 to 0.75; the
+    paper's ``p``). Along
     each axis, ContrastiveCrop's sampler first limits the crop's start to the range that keeps
     its centre in the box AND the crop inside the image, ``[clamp(lo - h/2), clamp(hi - h/2)]``
     (``clamp`` to ``[0, side - h]``), then places it at ``start + range * Beta(alpha, alpha)``.
     ``alpha < 1`` puts more mass near the range's ends than at the image centre (hence
     "center-suppressed"), ``alpha = 1`` is uniform. A crop small enough never to meet the border
-    has its centre at ``lo + p * side * Beta``; a large one is spread over the positions it can
+    has its centre at ``lo + center_fraction * side * Beta``; a large one is spread over the positions it can
     take instead of being pushed to the border (drawing the centre first and shifting the crop
     inside afterwards sends large crops to the border more often). Coordinates are continuous
     (ContrastiveCrop rounds to pixels). Scale and ratio are sampled as in :class:`RandomResizedCrop`.
 
     Example:
-        >>> crop = CenterSuppressedResizedCrop(32, scale=(0.2, 1.0), p=0.5, alpha=0.6)
+        >>> crop = CenterSuppressedResizedCrop(32, scale=(0.2, 1.0), center_fraction=0.5, alpha=0.6)
         >>> crop.sample_boxes(4, 32, 32, torch.Generator().manual_seed(0)).shape
         torch.Size([4, 4])
     """
@@ -493,27 +494,29 @@ class CenterSuppressedResizedCrop(RandomResizedCrop):
         size: int | tuple[int, int],
         scale: tuple[float, float] = (0.08, 1.0),
         ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
-        p: float = 0.5,
+        center_fraction: float = 0.5,
         alpha: float = 0.6,
     ) -> None:
         super().__init__(size, scale, ratio)
-        if not 0.0 < p <= 1.0:
-            raise ValueError(f"central box fraction p must be in (0, 1], got {p}")
+        if not 0.0 < center_fraction <= 1.0:
+            raise ValueError(
+                f"center_fraction (the central box's share of each side) must be in (0, 1], got {center_fraction}"
+            )
         if alpha <= 0.0:
             raise ValueError(f"Beta parameter alpha must be positive, got {alpha}")
-        self.p = p
+        self.center_fraction = center_fraction
         self.alpha = alpha
 
     def central_box(self, height: int, width: int) -> tuple[float, float, float, float]:
         """The central box ``(x0, y0, x1, y1)`` in pixels where crop centres are drawn."""
-        low, high = 0.5 - self.p / 2, 0.5 + self.p / 2
+        low, high = 0.5 - self.center_fraction / 2, 0.5 + self.center_fraction / 2
         return (low * width, low * height, high * width, high * height)
 
     def sample_centers(
         self, h: Tensor, w: Tensor, height: int, width: int, generator: torch.Generator | None
     ) -> tuple[Tensor, Tensor]:
         beta = sample_beta(2 * h.shape[0], self.alpha, generator, h.device).view(2, -1)
-        low, high = 0.5 - self.p / 2, 0.5 + self.p / 2
+        low, high = 0.5 - self.center_fraction / 2, 0.5 + self.center_fraction / 2
 
         def centre(size: Tensor, side: int, draw: Tensor) -> Tensor:
             first = (low * side - size / 2).clamp(min=0.0).minimum(side - size)

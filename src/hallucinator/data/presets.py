@@ -12,16 +12,17 @@ A preset is ``<dataset>-<style>`` (or just ``<dataset>``, meaning MoCo v2 style)
   and SimSiam add Gaussian blur (sigma 0.1..2, p 0.5); SimCLR crops scale (0.08, 1) with jitter
   (0.8, 0.8, 0.8, 0.2) and blur; MoCo v1 jitters (0.4, 0.4, 0.4, 0.4) always, no blur.
 
-View 1 (the hallucinated branch) gets the center-suppressed crop with the paper's ``p = 0.5``,
-``alpha = 0.6``; view 2 a plain RandomResizedCrop. Every :class:`Recipe` field is an override,
+View 1 (the hallucinated branch) gets the center-suppressed crop with the paper's central box
+``center_fraction = 0.5`` (the paper's ``p``) and ``alpha = 0.6``; view 2 a plain RandomResizedCrop. Every :class:`Recipe` field is an override,
 e.g. ``build("cifar10-mocov2", alpha=0.1)`` (the public CIFAR configs),
-``build("imagenet200", p=0.6)`` (box 0.2..0.8 of the public ImageNet configs),
+``build("imagenet200", center_fraction=0.6)`` (box 0.2..0.8 of the public ImageNet configs),
 ``center_crop_views=()`` (no center crop: the baseline), ``jitter_strength=0.5``, ``blur=True``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,8 @@ class Recipe:
     blur_p: float = 0.5
     solarize_p: float = 0.0
     center_crop_views: tuple[int, ...] = (1,)
-    p: float = 0.5
+    center_fraction: float = 0.5
+    """Share of each side the central box of the center-suppressed crop covers (the paper's ``p``)."""
     alpha: float = 0.6
 
     @property
@@ -94,6 +96,13 @@ def recipe(name: str, image_size: int | None = None, **overrides: Any) -> Recipe
             fields.update(scale=(0.08, 1.0), jitter=(0.8, 0.8, 0.8, 0.2))
     if image_size is not None:
         fields["image_size"] = image_size
+    if "p" in overrides:  # the field's name until 2026-11-30
+        warnings.warn(
+            "augmentation override 'p' is now 'center_fraction' (data.augment.center_fraction): p was read as it",
+            FutureWarning,
+            stacklevel=2,
+        )
+        overrides["center_fraction"] = overrides.pop("p")
     known = {f.name for f in dataclasses.fields(Recipe)}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -111,7 +120,9 @@ def view(r: Recipe, center_crop: bool) -> A.Compose:
     """One view's pipeline for recipe ``r``."""
     crop: nn.Module
     if center_crop:
-        crop = A.CenterSuppressedResizedCrop(r.image_size, r.scale, r.ratio, p=r.p, alpha=r.alpha)
+        crop = A.CenterSuppressedResizedCrop(
+            r.image_size, r.scale, r.ratio, center_fraction=r.center_fraction, alpha=r.alpha
+        )
     else:
         crop = A.RandomResizedCrop(r.image_size, r.scale, r.ratio)
     ops: list[nn.Module] = [crop, A.RandomHorizontalFlip(r.flip_p)]

@@ -105,7 +105,7 @@ class DataConfig:
     """Augmentation preset of ``hallucinator.data.presets`` (``None``: ``<dataset>-<method>``), or
     ``none``: no augmentation, both views are the plain image (a debugging aid)."""
     augment: dict[str, Any] = field(default_factory=dict)
-    """Overrides passed to the preset (e.g. ``p: 0.6``, ``alpha: 0.1``; see ``hallucinator.data.presets.Recipe``)."""
+    """Overrides passed to the preset (e.g. ``center_fraction: 0.6``, ``alpha: 0.1``; see ``hallucinator.data.presets.Recipe``)."""
     center_crop_warmup_epochs: int = 0
     """Plain crops on both views for this many first epochs, then the center-suppressed crop (the
     authors' ImageNet-1K recipe: 20)."""
