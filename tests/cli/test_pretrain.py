@@ -90,7 +90,7 @@ def test_final_knn_is_printed(cifar10_archive: Path, tmp_path: Path, capsys: pyt
     assert pretrain(cifar10_archive, tmp_path, "--knn-limit", "200") == 0
     out = capsys.readouterr().out
     assert "kNN evaluation: features of 200 bank and 200 test images ..." in out  # announced before the work
-    assert out.index("kNN evaluation") < out.index("kNN top-1 on the cifar10 test set (first 200 images):")
+    assert out.index("kNN evaluation") < out.index("kNN top-1 on the cifar10 test set (a fixed random 200 images):")
 
 
 def test_online_linear_top1_on_the_test_set_goes_to_evaluation_json(

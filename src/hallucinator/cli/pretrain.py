@@ -61,7 +61,9 @@ def _add_short_flags(parser: argparse.ArgumentParser) -> None:
         help="no online linear probe during pre-training (trainer.online_linear=false)",
     )
     parser.add_argument(
-        "--knn-limit", type=int, help="kNN on the first N train and test images only (quick checks; default: all)"
+        "--knn-limit",
+        type=int,
+        help="kNN on a fixed random N train and N test images only (quick checks; default: all)",
     )
 
 
@@ -251,7 +253,7 @@ def _final_knn(config: Any, result: Any, monitor: Any, limit: int | None) -> Non
         )
         device = next(result.backbone.parameters()).device
         knn, test_features = monitor.evaluate(result.backbone, device, progress=config.trainer.progress_bar)
-    images = f"first {limit}" if limit else "all"
+    images = f"a fixed random {limit}" if limit else "all"
     print(
         f"kNN top-1 on the {config.data.dataset} test set ({images} images): {knn.top1:.2f} % "
         f"(top-5 {knn.top5:.2f} %, k={knn.k})"

@@ -14,11 +14,18 @@ from hallucinator.engine.config import Config, ConfigError
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and layer-wise adaptive rate scaling (You et al., 2017), for large batches.
 
-    The weight decay is added to the gradient, ``d = g + wd * w``, and ``d`` is scaled by the
-    trust ratio ``eta * |w| / |d|`` (1 where either norm is 0) before the momentum buffer
-    ``v = momentum * v + d`` and the update ``w -= lr * v`` (the form of SimCLR's and BYOL's
-    LARS). Parameter groups with ``lars=False`` (biases and BatchNorm, by convention) get plain
-    SGD without the trust ratio.
+    Each step, for a parameter ``w`` with gradient ``g``::
+
+        d = g + weight_decay * w
+        d = trust * d,  trust = eta * |w| / |d|   (1 where |w| or |d| is 0)
+        v = momentum * v + d                      (v = d at the first step)
+        w = w - lr * v
+
+    Parameter groups with ``lars=False`` (biases and BatchNorm, by convention) skip the trust
+    ratio: plain SGD with momentum and weight decay. The learning rate multiplies the buffer, as
+    in ``torch.optim.SGD``; SimCLR's and BYOL's LARS put it inside (``v = momentum * v + lr * d``,
+    ``w = w - v``), which gives the same steps while the lr is constant and differs while it
+    changes (warm-up, cosine decay).
 
     Example:
         >>> optimizer = LARS(model.parameters(), lr=4.8, momentum=0.9, weight_decay=1e-6)

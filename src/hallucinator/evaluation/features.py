@@ -65,9 +65,11 @@ def frozen(backbone: nn.Module) -> Iterator[nn.Module]:
     is. The copy keeps the backbone's memory format; ``backbone`` itself is left untouched,
     and its training mode is restored on exit.
 
-    Example:
+    Example (``backbone``: e.g. ``backbones.build("resnet18", cifar_stem=True)``; ``images``: a float batch):
         >>> with frozen(backbone) as model:
-        ...     features = model(images)
+        ...     features = model(images.float() / 255)
+        >>> features.shape == (len(images), backbone.num_features)
+        True
     """
     was_training = backbone.training
     backbone.eval()
@@ -178,9 +180,11 @@ def extract_features(
     ``transform`` runs, so preprocessing happens on the accelerator. ``transform`` defaults to
     uint8 -> float in ``[0, 1]``.
 
-    Example:
+    Example (``images``: uint8 ``(N, 3, 32, 32)``, e.g. a CIFAR-10 dataset's ``.images``):
         >>> from hallucinator.data import eval_transform
-        >>> feats = extract_features(backbone, dataset.images, transform=eval_transform("cifar10", 32))
+        >>> feats = extract_features(backbone, images, transform=eval_transform("cifar10", 32))
+        >>> feats.shape == (len(images), backbone.num_features) and feats.dtype == torch.float32
+        True
     """
     transform = transform or to_unit_float
     return _extract(backbone, images, transform, batch_size, device, precision, progress)[0]
@@ -200,7 +204,9 @@ def extract_pair_features(
 
     Example:
         >>> from hallucinator.data import presets
-        >>> q, k = extract_pair_features(backbone, test.images, presets.build("cifar10-simclr", 32))
+        >>> q, k = extract_pair_features(backbone, images, presets.build("cifar10-simclr", 32))
+        >>> q.shape == k.shape == (len(images), backbone.num_features)
+        True
     """
     features = _extract(backbone, images, two_views, batch_size, device, precision, progress)
     if len(features) != 2:

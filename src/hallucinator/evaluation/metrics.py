@@ -120,10 +120,13 @@ def representation_metrics(
     two normalised float views (e.g. ``hallucinator.data.presets.build(name, size)``);
     ``transform`` maps it to the plain normalised image (e.g. ``eval_transform``).
 
-    Example:
-        >>> representation_metrics(backbone, test.images, two_views=presets.build("cifar10-simclr", 32),
-        ...                        transform=eval_transform("cifar10", 32))
-        {'pos_similarity': 0.61, 'alignment': 0.78, 'uniformity': -3.4, 'g2': 0.2089}
+    Example (``images``: uint8 ``(N, 3, 32, 32)``, e.g. the CIFAR-10 test set's ``.images``):
+        >>> from hallucinator.data import eval_transform, presets
+        >>> figures = representation_metrics(
+        ...     backbone, images, two_views=presets.build("cifar10-simclr", 32), transform=eval_transform("cifar10", 32)
+        ... )
+        >>> sorted(figures)  # e.g. {'pos_similarity': 0.61, 'alignment': 0.78, 'uniformity': -3.4, 'g2': 0.2089}
+        ['alignment', 'g2', 'pos_similarity', 'uniformity']
     """
     extract: dict[str, Any] = dict(batch_size=batch_size, device=device, precision=precision, progress=progress)
     features = extract_features(backbone, images, transform=transform, **extract)
