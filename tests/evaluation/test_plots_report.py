@@ -10,6 +10,8 @@ import pytest
 import torch
 import yaml
 
+from hallucinator.evaluation import plots
+from hallucinator.evaluation.metrics import reduce_to_2d
 from hallucinator.evaluation.plots import (
     circle_kde,
     metric_series,
@@ -19,7 +21,27 @@ from hallucinator.evaluation.plots import (
     read_metrics,
 )
 from hallucinator.evaluation.report import arms_table, group_arms, load_run, paper_table, save_evaluation, write_report
-from tests.evaluation.conftest import fabricate_checkpoint, write_metrics
+from tests.evaluation.conftest import EPOCHS, STEPS_PER_EPOCH, fabricate_checkpoint, write_metrics
+
+STEPS = np.arange(STEPS_PER_EPOCH * EPOCHS)
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The figures the plot functions save, kept for inspection (they are closed after saving)."""
+    figures = []
+    save = plots._save
+
+    def keep(fig, out):
+        figures.append(fig)
+        return save(fig, out)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def series(ax) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {line.get_label(): (np.asarray(line.get_xdata()), np.asarray(line.get_ydata())) for line in ax.lines}
 
 
 def make_run(tmp_path, name, *, hallucinator, seed, slope=1.0, evaluation=None):
@@ -56,25 +78,66 @@ def test_metric_series_maps_steps_to_epochs(tmp_path):
 
 def assert_images(paths):
     assert [p.suffix for p in paths] == [".png", ".svg"]
-    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[0].stat().st_size > 5000
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in paths[1].read_text()[:2000]
 
 
-def test_training_plots_written(tmp_path):
+def test_training_plots_draw_each_runs_logged_values(tmp_path, drawn):
     runs = {
         "without": make_run(tmp_path, "a", hallucinator=False, seed=0),
         "with": make_run(tmp_path, "b", hallucinator=True, seed=0, slope=0.5),
     }
+    # the Hallucinator run also logged its hallucinated pair's similarity
+    csv_path = runs["with"] / "csv" / "version_0" / "metrics.csv"
+    rows = csv_path.read_text().splitlines()
+    csv_path.write_text(
+        "\n".join(
+            [rows[0] + ",train/hal_similarity"] + [row + ("," if row.split(",")[2] else ",0.5") for row in rows[1:]]
+        )
+        + "\n"
+    )
     assert_images(plot_positive_similarity(runs, tmp_path / "out" / "fig4"))
+    (similarity,) = drawn[0].axes
+    assert (similarity.get_xlabel(), similarity.get_ylabel()) == ("epoch", "similarity of positive pairs S")
+    lines = series(similarity)
+    assert list(lines) == ["without", "with", "with (hallucinated pair)"]
+    epochs = (STEPS + 1) / STEPS_PER_EPOCH  # a value logged at step s is drawn at epoch (s + 1) / steps per epoch
+    for label, slope in (("without", 1.0), ("with", 0.5)):
+        np.testing.assert_allclose(lines[label][0], epochs)
+        np.testing.assert_allclose(lines[label][1], 1 - slope * STEPS / 100)  # write_metrics' pos_similarity
+    np.testing.assert_allclose(lines["with (hallucinated pair)"][1], 0.5)
+    assert (
+        similarity.lines[2].get_linestyle() == "--"
+        and similarity.lines[2].get_color() == similarity.lines[1].get_color()
+    )
+
     assert_images(plot_training_curves(runs, tmp_path / "out" / "curves"))
+    loss, knn = drawn[1].axes
+    assert (loss.get_ylabel(), knn.get_ylabel()) == ("training loss", "kNN top-1 (%)")
+    for label, slope in (("without", 1.0), ("with", 0.5)):
+        np.testing.assert_allclose(series(loss)[label][1], 5 - slope * STEPS)
+        np.testing.assert_allclose(series(knn)[label][0], [1, 2, 3])  # the kNN row closes each epoch
+        np.testing.assert_allclose(series(knn)[label][1], [20 + 10 * epoch * slope for epoch in range(EPOCHS)])
 
 
-def test_feature_distribution_plot_written(tmp_path):
+def test_feature_distribution_plot_draws_every_run_and_its_g2(tmp_path, drawn):
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(600) % 10
     features = torch.randn(600, 16, generator=generator) + torch.randn(10, 16, generator=generator)[labels]
     runs = {"MoCo v2": (features, labels), "+ Hallucinator": (features.flip(1), labels)}
     assert_images(plot_feature_distribution(runs, tmp_path / "fig5", class_names=[f"c{i}" for i in range(10)]))
+    axes = np.array(drawn[0].axes).reshape(3, 3)  # rows: KDE, angle histogram, classes; columns: reference + runs
+    titles = [ax.get_title().split("\n") for ax in axes[0]]
+    assert [title[0] for title in titles] == ["uniform", "MoCo v2", "+ Hallucinator"]
+    keep = torch.randperm(600, generator=torch.Generator().manual_seed(0))
+    for (label, (run_features, _)), title in zip(runs.items(), titles[1:]):
+        points = reduce_to_2d(run_features[keep]).double()
+        g2 = torch.exp(-2 * torch.pdist(points).square()).mean().item()  # independently: mean pair potential
+        assert title[1] == f"$G_2$ = {g2:.4f}", label
+    assert all(len(ax.patches) == 60 for ax in axes[1])  # 60 angle bins per column
+    assert not axes[2, 0].axison  # the uniform reference has no classes
+    for ax in axes[2, 1:]:
+        assert [text.get_text() for text in ax.get_legend().get_texts()] == ["c1", "c6"]
 
 
 def test_circle_kde_integrates_to_one():
@@ -86,7 +149,7 @@ def test_circle_kde_integrates_to_one():
     assert density[100, 100] < density.max() / 10  # the centre of the ring is empty
 
 
-def test_report_tables(tmp_path):
+def test_report_tables(tmp_path, drawn):
     runs = [
         make_run(
             tmp_path,
@@ -132,6 +195,8 @@ def test_report_tables(tmp_path):
     assert "| hallucinator.enabled=False | simclr | cifar10 | ✗ |" in text and "| 0, 1 |" in text  # two seeds, one arm
     assert "| simclr-s1 | simclr | cifar10 | ✗ | - | 2.05 | 52.00 |" in text
     assert (tmp_path / "report" / "positive_similarity.png").is_file()
+    drawn_runs = [list(series(fig.axes[0])) for fig in drawn]  # Fig. 4 and the curves, one line per run
+    assert drawn_runs == [["simclr-s0", "simclr-s1", "simclr-hall-s0"]] * 2
     assert json.loads((runs[0] / "evaluation.json").read_text())["knn"]["top1"] == 50.0
     assert paper_table([third]) == "| Dataset |\n| --- |"  # no linear figure yet: an empty table
     assert "| simclr | - | 40.00 |" in paper_table([third], "knn_top1")
