@@ -6,9 +6,12 @@ for the same reason (hyper-parameters the methods take, not changes to the metho
 
 MoCo's loss first RISES while the queue's random initial vectors (easy negatives) are
 replaced by real keys, so its first window starts once the queue is full; from there it
-falls slowly in so few steps (measured: v1 4.72 -> 4.62, v2 4.84 -> 4.82; SimCLR
-4.21 -> 3.56, SimCLR with the authors' head and loss scale 0.5 / 0.07: 30.42 -> 27.80, SimSiam
--0.01 -> -0.18), hence its smaller required margin.
+falls slowly: over 40 steps v2 went 4.84 -> 4.82 here (a drop of 0.02 against a margin of 0.01),
+and 0.03-0.12 over three seeds on another 2,000 images. MoCo therefore trains twice as long,
+with windows twice as wide, and must lower its loss by 1 % of its first window: over 80 steps
+v2 dropped 2.6-6.4 % and v1 2.3-8.2 % on those seeds, and here v1 4.67 -> 4.58 (2.0 %) and v2
+4.83 -> 4.73 (2.1 %) (2026-11-30). (SimCLR 4.21 -> 3.56, SimCLR
+with the authors' head and loss scale 0.5 / 0.07: 30.42 -> 27.80, SimSiam -0.01 -> -0.18.)
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ import torch.nn.functional as F
 from hallucinator import backbones, methods
 
 STEPS, BATCH, WINDOW, SIZE = 40, 32, 8, 16
-# the five methods beyond the paper fall fast enough to show it in half the steps (and half the test time)
+# the five methods beyond the paper fall fast enough to show it in half the steps (and half the test time);
+# MoCo v1 / v2 fall slowly behind their queue (see above): twice the steps
 SHORT = {"byol", "barlowtwins", "vicreg", "mocov3", "nnclr"}
-MARGIN = {"mocov1": 0.01, "mocov2": 0.01, "simclr": 0.05, "simclr-authors": 0.05, "simsiam": 0.05}
+LONG = {"mocov1", "mocov2"}
+MARGIN = {"simclr": 0.05, "simclr-authors": 0.05, "simsiam": 0.05}
 MARGIN.update({"byol": 0.05, "barlowtwins": 0.05, "vicreg": 0.05, "mocov3": 0.05, "nnclr": 0.01})
+RELATIVE_MARGIN = {"mocov1": 0.01, "mocov2": 0.01}  # a fraction of the first window's mean loss
 HPARAMS = {
     "mocov1": {"queue_size": 128, "momentum": 0.99, "shuffle_bn_splits": 2},
     "mocov2": {"queue_size": 128, "momentum": 0.99, "shuffle_bn_splits": 2},
@@ -64,7 +70,8 @@ def test_loss_goes_down_on_cifar10(name: str, cifar10_subset: tuple[torch.Tensor
     optimizer = torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad], lr=0.06, momentum=0.9, weight_decay=5e-4
     )
-    steps, window = (STEPS // 2, WINDOW // 2) if name in SHORT else (STEPS, WINDOW)
+    scale = 0.5 if name in SHORT else 2 if name in LONG else 1
+    steps, window = int(STEPS * scale), int(WINDOW * scale)
     losses = []
     for _ in range(steps):
         batch = images[torch.randint(len(images), (BATCH,), generator=generator)]
@@ -77,4 +84,5 @@ def test_loss_goes_down_on_cifar10(name: str, cifar10_subset: tuple[torch.Tensor
     first, last = sum(losses[start : start + window]) / window, sum(losses[-window:]) / window
     print(f"{name}: mean loss of steps {start}-{start + window - 1}: {first:.4f}, of the last {window}: {last:.4f}")
     assert all(torch.isfinite(torch.tensor(losses)))
-    assert last < first - MARGIN[name], losses
+    margin = RELATIVE_MARGIN[name] * first if name in RELATIVE_MARGIN else MARGIN[name]
+    assert last < first - margin, losses
