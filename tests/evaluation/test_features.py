@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from torch import nn
 
@@ -29,25 +27,14 @@ def test_channels_last_features_equal_contiguous_ones() -> None:
 
 
 def test_evaluation_commands_load_backbones_channels_last_where_safe(tmp_path) -> None:
-    from hallucinator.cli.evaluate import Loaded
+    from hallucinator.cli.evaluate import EvaluationOptions, Loaded
 
     for width, expected in ((16, torch.channels_last), (8, torch.contiguous_format)):
         checkpoint = fabricate_checkpoint(tmp_path / f"width{width}", width=width)
-        args = argparse.Namespace(
-            checkpoint=str(checkpoint),
-            dataset=None,
-            data_dir="unused",
-            cache_dir=None,
-            device="cpu",
-            precision="32",
-            batch_size=8,
-            train_limit=None,
-            test_limit=None,
-            no_save=True,
-            no_progress=True,
-            threads=None,
+        options = EvaluationOptions(
+            str(checkpoint), data_dir="unused", device="cpu", batch_size=8, save=False, progress=False
         )
-        loaded = Loaded(args, splits=())  # no data: only the backbone is read here
+        loaded = Loaded(options, splits=())  # no data: only the backbone is read here
         assert input_memory_format(loaded.backbone) == expected
 
 

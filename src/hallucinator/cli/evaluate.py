@@ -208,7 +208,7 @@ class Loaded:
             self.splits[split] = random_subset(images, dataset.labels, limits[split])
             self.classes = list(dataset.classes)
             image_size = image_size or int(dataset[0][0].shape[-1])
-        assert image_size is not None  # the loop above ran: ``splits`` is never empty
+        assert image_size is not None, "no split read and no data.image_size in the checkpoint's config"
         self.image_size = image_size
         self.transform = eval_transform(self.dataset, self.image_size)
         self.extract: dict[str, Any] = dict(

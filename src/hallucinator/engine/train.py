@@ -145,13 +145,13 @@ def resolve_precision(config: Config) -> tuple[str, str]:
 def default_image_size(config: Config, dataset: object) -> int:
     """In-memory datasets train at their stored size, a streamed folder of one's own images at the size
     chosen for it; other streamed ones (ImageNet) at the preset's (224)."""
+    from hallucinator.data import FileImageDataset, presets
+
     images = getattr(dataset, "images", None)
     if isinstance(images, torch.Tensor):
         return int(images.shape[-1])
-    report = getattr(dataset, "report", None)
-    if report is not None and report.streamed:
-        return int(dataset.image_size[0])  # type: ignore[attr-defined]  # a FileImageDataset (hallucinator.data.folder)
-    from hallucinator.data import presets
+    if isinstance(dataset, FileImageDataset) and dataset.report is not None:  # streamed by hallucinator.data.folder
+        return dataset.image_size[0]
 
     return presets.recipe(preset_name(config)).image_size
 
