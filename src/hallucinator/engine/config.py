@@ -29,7 +29,7 @@ import yaml
 
 from hallucinator.methods import METHOD_NAMES
 
-OPTIMIZERS = ("sgd", "lars")
+OPTIMIZERS = ("sgd", "lars", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 EXTRAPOLATION_MODES = ("asymmetric", "symmetric")
 TRAIN_MODES = ("joint", "adversarial", "frozen")  # hallucinator.TRAIN_MODES; this module stays torch-free
@@ -141,7 +141,15 @@ class OptimizerConfig:
     """Learning rate for a batch of 256: ``lr = base_lr * batch_size / 256`` when ``scale_lr``."""
     scale_lr: bool = True
     momentum: float = 0.9
+    """SGD's and LARS's momentum (AdamW: ``betas``)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW's ``(beta1, beta2)`` (torch's defaults, which MoCo v3's and DINO's code keep)."""
     weight_decay: float = 1e-4
+    final_weight_decay: float | None = None
+    """The weight decay follows a cosine from ``weight_decay`` to this over the run (DINO: 0.04 -> 0.4);
+    ``None`` keeps it constant. Parameters without decay (``decay: false`` groups) stay at 0."""
+    grad_clip: float = 0.0
+    """Clip the gradients' total L2 norm (over all parameters) to this before each step (DINO: 3.0); 0 = off."""
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     """Linear warm-up from 0 to ``lr`` over this many epochs."""
@@ -385,6 +393,13 @@ def validate(config: Config) -> None:
     _positive("optimizer.base_lr", o.base_lr, allow_zero=True)
     _positive("optimizer.momentum", o.momentum, allow_zero=True)
     _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
+    if o.final_weight_decay is not None:
+        _positive("optimizer.final_weight_decay", o.final_weight_decay, allow_zero=True)
+    _positive("optimizer.grad_clip", o.grad_clip, allow_zero=True)
+    if not all(0.0 <= beta < 1.0 for beta in o.betas):
+        raise ConfigError(
+            f"optimizer.betas: each must be in [0, 1) (AdamW's default: [0.9, 0.999]), got {list(o.betas)}"
+        )
     _positive("optimizer.warmup_epochs", o.warmup_epochs, allow_zero=True)
     if o.schedule == "step" and not o.milestones:
         raise ConfigError("optimizer.milestones: the step schedule needs at least one milestone epoch")

@@ -13,7 +13,7 @@ from hallucinator import backbones, methods
 from hallucinator.engine.checkpoint import build_backbone
 from hallucinator.engine.config import Config, ConfigError, from_dict, to_dict
 from hallucinator.engine.online_linear import OnlineLinear
-from hallucinator.engine.optim import build_optimizer, lr_lambdas, warmup_weight
+from hallucinator.engine.optim import build_optimizer, lr_lambdas, set_weight_decay, warmup_weight, weight_decay_at
 from hallucinator.hallucinator import Hallucinator
 from hallucinator.methods.base import SSLMethod
 
@@ -209,6 +209,10 @@ class PretrainModule(pl.LightningModule):
             if "guard_penalty" in out:
                 self.log("train/guard_penalty", out["guard_penalty"].detach(), **log)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, **log)
+        if self.config.optimizer.final_weight_decay is not None:  # DINO's schedule, for the step about to be taken
+            weight_decay = weight_decay_at(self.config, step, self.total_steps)
+            set_weight_decay(self.optimizers(), weight_decay)
+            self.log("train/weight_decay", weight_decay, **log)
         if self.online_linear is not None and "features" in out:
             probe_loss, top1 = self.online_linear.step(out["features"], labels)
             self.log("train/online_linear_top1", top1, **log)
@@ -225,6 +229,15 @@ class PretrainModule(pl.LightningModule):
             optimizer, lr_lambdas(self.config, optimizer, self.steps_per_epoch, self.total_steps)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
+    ) -> None:
+        """``optimizer.grad_clip``: the gradients' total norm clipped (after AMP unscaling) before the step."""
+        if self.config.optimizer.grad_clip > 0:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.config.optimizer.grad_clip, gradient_clip_algorithm="norm"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["method"] = self.config.model.method

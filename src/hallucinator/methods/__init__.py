@@ -72,7 +72,16 @@ METHODS: dict[str, MethodSpec] = {
         },
     ),
     "mocov3": MethodSpec(
-        MoCoV3, {"dim": 256, "hidden_dim": 4096, "pred_hidden_dim": 4096, "temperature": 0.2, **_MOMENTUM, **_W}
+        MoCoV3,
+        {
+            "dim": 256,
+            "hidden_dim": 4096,
+            "pred_hidden_dim": 4096,
+            "temperature": 0.2,
+            "proj_layers": 2,
+            **_MOMENTUM,
+            **_W,
+        },
     ),
     "nnclr": MethodSpec(
         NNCLR,
