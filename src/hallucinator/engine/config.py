@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from hallucinator.methods import METHOD_NAMES
+from hallucinator.methods import METHOD_NAMES, METHODS
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
@@ -84,6 +84,22 @@ class HallucinatorConfig:
 
 
 @dataclass
+class CropsConfig:
+    """``data.global_crops`` / ``data.local_crops``: how many crops, their side and their area range."""
+
+    number: int = 2
+    size: int | None = None
+    """Side in px (global crops: ``None`` = ``data.crop_size``; local crops need one, e.g. 16 for 32 px images)."""
+    scale: tuple[float, float] | None = None
+    """Area fraction of the image, ``[min, max]`` (``None``: the preset's; DINO: global [0.4, 1], local [0.05, 0.4])."""
+
+
+@dataclass
+class LocalCropsConfig(CropsConfig):
+    number: int = 0
+
+
+@dataclass
 class DataConfig:
     dataset: str = "cifar10"
     data_dir: str = "data"
@@ -106,6 +122,10 @@ class DataConfig:
     ``none``: no augmentation, both views are the plain image (a debugging aid)."""
     augment: dict[str, Any] = field(default_factory=dict)
     """Overrides passed to the preset (e.g. ``p: 0.6``, ``alpha: 0.1``; see ``hallucinator.data.presets.Recipe``)."""
+    global_crops: CropsConfig = field(default_factory=CropsConfig)
+    """The global views every method takes (2); ``size`` / ``scale`` override the crop size and the preset's scale."""
+    local_crops: LocalCropsConfig = field(default_factory=LocalCropsConfig)
+    """Multi-crop: this many extra small views per image for methods that take them (``dino``); 0 = two views."""
     center_crop_warmup_epochs: int = 0
     """Plain crops on both views for this many first epochs, then the center-suppressed crop (the
     authors' ImageNet-1K recipe: 20)."""
@@ -127,6 +147,11 @@ class DataConfig:
     memory_budget_gb: float = 4.0
     """``imagefolder``: a split whose decoded pixels (N x 3 x S x S bytes) exceed this streams from its files
     through DataLoader workers instead of the decode-once cache."""
+
+    @property
+    def multi_crop(self) -> bool:
+        """Whether the views differ from the preset's two (local crops, or global crops of their own size / scale)."""
+        return self.local_crops.number > 0 or self.global_crops != CropsConfig()
 
     @property
     def training_crop_size(self) -> int | None:
@@ -337,6 +362,33 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
+def _validate_crops(config: Config) -> None:
+    d = config.data
+    if d.global_crops.number != 2:
+        raise ConfigError(
+            f"data.global_crops.number: every method takes 2 global crops (view 1 and view 2), got {d.global_crops.number}"
+        )
+    _positive("data.local_crops.number", d.local_crops.number, allow_zero=True)
+    method = config.model.method
+    if d.local_crops.number and not METHODS[method].multi_crop:
+        multi = sorted(name for name, spec in METHODS.items() if spec.multi_crop)
+        raise ConfigError(
+            f"data.local_crops.number: {method} takes two views; local crops are for {', '.join(multi)}; "
+            "set data.local_crops.number=0"
+        )
+    if d.local_crops.number and d.local_crops.size is None:
+        raise ConfigError("data.local_crops.size: set the side of the local crops (e.g. 16 for 32 px images, DINO: 96)")
+    if d.multi_crop and d.preset == "none":
+        raise ConfigError(
+            "data.preset: 'none' makes no crops; remove data.global_crops / data.local_crops or the preset"
+        )
+    for kind, crops in (("global_crops", d.global_crops), ("local_crops", d.local_crops)):
+        if crops.size is not None:
+            _positive(f"data.{kind}.size", crops.size)
+        if crops.scale is not None and not 0.0 < crops.scale[0] <= crops.scale[1] <= 1.0:
+            raise ConfigError(f"data.{kind}.scale: need 0 < min <= max <= 1, got {list(crops.scale)}")
+
+
 def validate(config: Config) -> None:
     """Checks the values (types were checked when parsing); raises ConfigError naming the key."""
     _choice("model.method", config.model.method, METHOD_NAMES)
@@ -372,6 +424,7 @@ def validate(config: Config) -> None:
     d = config.data
     if d.class_list is not None and d.dataset != "imagenet200":
         raise ConfigError(f"data.class_list: only imagenet200 takes a class list, this config trains {d.dataset}")
+    _validate_crops(config)
     _positive("data.center_crop_warmup_epochs", d.center_crop_warmup_epochs, allow_zero=True)
     _positive("data.batch_size", d.batch_size)
     _positive("data.num_workers", d.num_workers, allow_zero=True)

@@ -11,7 +11,7 @@ from torch import nn
 
 from hallucinator import backbones, methods
 from hallucinator.engine.checkpoint import build_backbone
-from hallucinator.engine.config import Config, ConfigError, from_dict, to_dict
+from hallucinator.engine.config import Config, ConfigError, LocalCropsConfig, from_dict, to_dict
 from hallucinator.engine.online_linear import OnlineLinear
 from hallucinator.engine.optim import build_optimizer, lr_lambdas, set_weight_decay, warmup_weight, weight_decay_at
 from hallucinator.hallucinator import Hallucinator
@@ -62,17 +62,19 @@ def preset_name(config: Config) -> str:
     return config.data.preset or f"{config.data.dataset}-{methods.METHODS[config.model.method].augmentation}"
 
 
-def build_augmentation(config: Config, plain_crops: bool = False) -> nn.Module | None:
-    """The two-view augmentation of ``config.data`` (``None`` for preset ``none``: both views = the image).
+def build_augmentation(config: Config, plain_crops: bool = False, global_only: bool = False) -> nn.Module | None:
+    """The views of ``config.data``: the preset's two, or ``data.global_crops`` + ``data.local_crops``
+    (a :class:`~hallucinator.data.multicrop.MultiCrop`); ``None`` for preset ``none`` (both views = the image).
 
-    Without the Hallucinator, neither view uses the center-suppressed crop unless
+    Without the Hallucinator, no view uses the center-suppressed crop unless
     ``data.augment.center_crop_views`` says so: the plain method is the paper's baseline.
-    ``plain_crops``: neither view uses it (``data.center_crop_warmup_epochs``).
+    ``plain_crops``: no view uses it (``data.center_crop_warmup_epochs``). ``global_only``: without the local
+    crops (the two views that ``hallucinator metrics`` compares).
     """
     data = config.data
     if data.preset == "none":
         return None
-    from hallucinator.data import presets
+    from hallucinator.data import multicrop, presets
 
     name = preset_name(config)
     overrides = dict(data.augment)
@@ -81,7 +83,19 @@ def build_augmentation(config: Config, plain_crops: bool = False) -> nn.Module |
     elif not config.hallucinator.enabled:
         overrides.setdefault("center_crop_views", ())
     try:
-        return presets.build(name, data.training_crop_size, **overrides)
+        if not data.multi_crop:
+            return presets.build(name, data.training_crop_size, **overrides)
+        g, local = data.global_crops, data.local_crops
+        centre = tuple(overrides.pop("center_crop_views", (1,)))
+        if global_only:
+            local, centre = LocalCropsConfig(), tuple(v for v in centre if v <= g.number)
+        return multicrop.build(
+            name,
+            multicrop.CropSpec(g.number, g.size or data.training_crop_size, g.scale),
+            multicrop.CropSpec(local.number, local.size, local.scale),
+            centre,
+            **overrides,
+        )
     except (TypeError, ValueError) as error:
         raise ConfigError(f"data.preset / data.augment ({name}): {error}") from error
 
@@ -149,7 +163,8 @@ class PretrainModule(pl.LightningModule):
 
     # ---- data on the device
 
-    def _views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _views(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The views of the batch (two, or the global then the local crops of a multi-crop)."""
         step = self.global_step
         if self._generator is None or self._generator.device != images.device:
             self._generator = torch.Generator(device=images.device)
@@ -157,15 +172,14 @@ class PretrainModule(pl.LightningModule):
         with torch.no_grad():
             if self.augment is None:
                 view = self._plain(images)
-                view1, view2 = view, view.clone()
+                views = [view, view.clone()]
             else:
                 warmup = self.current_epoch < self.config.data.center_crop_warmup_epochs
                 augment = self.warmup_augment if warmup else self.augment
-                view1, view2 = augment(images, generator=self._generator)
+                views = list(augment(images, generator=self._generator))
         if self.channels_last:
-            view1 = view1.contiguous(memory_format=torch.channels_last)
-            view2 = view2.contiguous(memory_format=torch.channels_last)
-        return view1, view2
+            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+        return views
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is None or not self.trainer.training:
@@ -177,15 +191,13 @@ class PretrainModule(pl.LightningModule):
 
     # ---- optimisation
 
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor | None:
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor | None:
         step = self.global_step
         weight = warmup_weight(self.config, step, self.steps_per_epoch, self.total_steps)
         self.method.hallucination_weight = weight
         self.method.progress = step / max(1, self.total_steps)  # BYOL's / MoCo v3's momentum schedule
-        view1, view2, labels = batch
-        out = self.method(view1, view2)
+        *views, labels = batch  # view 1, view 2[, local crops]
+        out = self.method(*views)
         loss = out["loss"]
         finite = bool(torch.isfinite(loss.detach()).all())
         if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
@@ -197,7 +209,7 @@ class PretrainModule(pl.LightningModule):
             self.trainer.should_stop = True
             return None
         sync = self.trainer.world_size > 1
-        log = dict(on_step=True, on_epoch=False, sync_dist=sync, batch_size=view1.shape[0])
+        log = dict(on_step=True, on_epoch=False, sync_dist=sync, batch_size=views[0].shape[0])
         self.log("train/loss", loss.detach(), prog_bar=True, **log)
         self.log("train/pos_similarity", out["pos_similarity"], prog_bar=True, **log)
         self.log("train/loss_original", out["loss_original"].detach(), **log)

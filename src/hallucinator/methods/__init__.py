@@ -27,13 +27,15 @@ from hallucinator.methods.vicreg import VICReg
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its class, default (CIFAR) hyper-parameters, fixed constructor arguments and
-    the augmentation style of ``hallucinator.data.presets`` its recipe uses (``<dataset>-<augmentation>``)."""
+    """A registered method: its class, default (CIFAR) hyper-parameters, fixed constructor arguments,
+    the augmentation style of ``hallucinator.data.presets`` its recipe uses (``<dataset>-<augmentation>``)
+    and whether it takes local crops after its two global views (``forward(view1, view2, *local_views)``)."""
 
     cls: type[SSLMethod]
     hparams: dict[str, Any]
     fixed: dict[str, Any] = field(default_factory=dict)
     augmentation: str = "simclr"
+    multi_crop: bool = False
 
 
 _MOCO_COMMON = {"dim": 128, "queue_size": 65536, "momentum": 0.999, "shuffle_bn_splits": 8, "hallucination_weight": 0.5}
