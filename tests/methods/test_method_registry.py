@@ -1,4 +1,4 @@
-"""The registry, the shared SSLMethod contract for all nine methods, and bad input."""
+"""The registry, the shared SSLMethod contract for all ten methods, and bad input."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ SMALL = {
     "vicreg": {"dim": 8, "hidden_dim": 16},
     "mocov3": {"dim": 8, "hidden_dim": 16, "pred_hidden_dim": 16},
     "nnclr": {"dim": 8, "hidden_dim": 16, "pred_hidden_dim": 16, "queue_size": 16},
+    "dino": {"out_dim": 16, "hidden_dim": 16, "bottleneck_dim": 8},
 }
 
 
@@ -64,7 +65,7 @@ def test_build_picks_class_version_and_defaults(tiny_net) -> None:
 
 
 def test_build_rejects_unknown_names_hparams_and_mismatched_hallucinators(tiny_net) -> None:
-    with pytest.raises(ValueError, match=r"choose one of \['barlowtwins', 'byol', 'mocov1', .*'vicreg'\]"):
+    with pytest.raises(ValueError, match=r"choose one of \['barlowtwins', 'byol', 'dino', 'mocov1', .*'vicreg'\]"):
         methods.build("swav", tiny_net())
     with pytest.raises(ValueError, match=r"\['tau'\].*valid ones are .*'temperature'"):
         methods.build("simclr", tiny_net(), tau=0.1)
@@ -105,7 +106,7 @@ def test_bad_input_says_what_is_wrong_and_what_to_change(name: str, tiny_net) ->
 
     lying = tiny_net()
     lying.num_features = 5  # the heads are built for 5 features but the backbone returns 6
-    with pytest.raises(ValueError, match=r"returned features of shape \(8, 6\) but its num_features is 5"):
+    with pytest.raises(ValueError, match=r"returned features of shape \((8|16), 6\) but its num_features is 5"):
         methods.build(name, lying, **SMALL[name]).train()(torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8))
     with pytest.raises(ValueError, match="num_features"):
         methods.build(name, nn.Conv2d(3, 4, 3), **SMALL[name])

@@ -220,6 +220,9 @@ class PretrainModule(pl.LightningModule):
             self.log("train/extrap_similarity", out["extrap_similarity"], **log)
             if "guard_penalty" in out:
                 self.log("train/guard_penalty", out["guard_penalty"].detach(), **log)
+        for key in ("teacher_entropy", "teacher_student_kl"):  # DINO's collapse monitors
+            if key in out:
+                self.log(f"train/{key}", out[key].detach(), **log)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, **log)
         if self.config.optimizer.final_weight_decay is not None:  # DINO's schedule, for the step about to be taken
             weight_decay = weight_decay_at(self.config, step, self.total_steps)

@@ -17,6 +17,7 @@ from hallucinator.hallucinator import Hallucinator
 from hallucinator.methods.barlowtwins import BarlowTwins
 from hallucinator.methods.base import SSLMethod
 from hallucinator.methods.byol import BYOL
+from hallucinator.methods.dino import DINO, DINOHead
 from hallucinator.methods.moco import MoCo
 from hallucinator.methods.mocov3 import MoCoV3
 from hallucinator.methods.nnclr import NNCLR
@@ -89,6 +90,25 @@ METHODS: dict[str, MethodSpec] = {
         NNCLR,
         {"dim": 256, "hidden_dim": 2048, "pred_hidden_dim": 4096, "temperature": 0.2, "queue_size": 65536, **_W},
     ),
+    # DINO's own head, temperatures and schedules; out_dim 4096 prototypes as in solo-learn's CIFAR recipe
+    "dino": MethodSpec(
+        DINO,
+        {
+            "out_dim": 4096,
+            "hidden_dim": 2048,
+            "bottleneck_dim": 256,
+            "norm_last_layer": True,
+            "student_temperature": 0.1,
+            "teacher_temperature": 0.07,
+            "warmup_teacher_temperature": 0.04,
+            "teacher_temp_warmup": 0.1,
+            "center_momentum": 0.9,
+            "momentum": 0.996,
+            "final_momentum": 1.0,
+            **_W,
+        },
+        multi_crop=True,
+    ),
 }
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 
@@ -98,7 +118,7 @@ def build(name: str, backbone: nn.Module, hallucinator: Hallucinator | bool | No
 
     Args:
         name: a key of :data:`METHODS` (``mocov1``, ``mocov2``, ``simclr``, ``simsiam``, ``byol``,
-            ``barlowtwins``, ``vicreg``, ``mocov3``, ``nnclr``).
+            ``barlowtwins``, ``vicreg``, ``mocov3``, ``nnclr``, ``dino``).
         backbone: any module with a ``num_features`` attribute (e.g. from ``hallucinator.backbones.build``).
         hallucinator: ``True`` for the paper's Hallucinator, ``False`` for the plain method, or a configured one.
         **hparams: overrides of ``METHODS[name].hparams``.
@@ -117,7 +137,9 @@ __all__ = [
     "METHODS",
     "METHOD_NAMES",
     "NNCLR",
+    "DINO",
     "BarlowTwins",
+    "DINOHead",
     "MethodSpec",
     "MoCo",
     "MoCoV3",
