@@ -124,7 +124,7 @@ def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=config.lr(), momentum=o.momentum, weight_decay=o.weight_decay)
     if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr(), betas=tuple(o.betas), weight_decay=o.weight_decay)
+        return torch.optim.AdamW(groups, lr=config.lr(), betas=o.betas, weight_decay=o.weight_decay)
     return LARS(groups, lr=config.lr(), momentum=o.momentum, weight_decay=o.weight_decay, eta=o.lars_eta)
 
 

@@ -11,7 +11,7 @@ from hallucinator import distributed
 from hallucinator.hallucinator import Hallucinator
 from hallucinator.losses import dino, soft_cross_entropy
 from hallucinator.methods.base import SSLMethod
-from hallucinator.methods.memory import cosine_momentum, ema_update, momentum_copy
+from hallucinator.methods.memory import check_momentum_schedule, cosine_momentum, ema_update, momentum_copy
 
 
 class DINOHead(nn.Module):
@@ -97,6 +97,8 @@ class DINO(SSLMethod):
         >>> out["loss"].backward()
     """
 
+    center: Tensor
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -124,11 +126,7 @@ class DINO(SSLMethod):
             raise ValueError(f"teacher_temp_warmup is a fraction of training in [0, 1], got {teacher_temp_warmup}")
         if not 0.0 <= center_momentum < 1.0:
             raise ValueError(f"center_momentum must be in [0, 1), got {center_momentum}")
-        if not 0.0 <= momentum <= final_momentum <= 1.0:
-            raise ValueError(
-                f"need 0 <= momentum <= final_momentum <= 1 (the teacher's EMA momentum rises over training), "
-                f"got momentum={momentum}, final_momentum={final_momentum}"
-            )
+        check_momentum_schedule(momentum, final_momentum)
         self.student_temperature = student_temperature
         self.teacher_temperatures = (warmup_teacher_temperature, teacher_temperature)
         self.teacher_temp_warmup = teacher_temp_warmup

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from hallucinator.hallucinator import Hallucinator
 from hallucinator.methods.base import SSLMethod, mlp
-from hallucinator.methods.memory import cosine_momentum, ema_update, momentum_copy
+from hallucinator.methods.memory import check_momentum_schedule, cosine_momentum, ema_update, momentum_copy
 
 
 class EmbeddingPair(SSLMethod):
@@ -84,11 +84,7 @@ class MomentumPredictor(SSLMethod):
         super().__init__(backbone, hallucination_weight)
         if proj_layers < 1:
             raise ValueError(f"proj_layers must be >= 1, got {proj_layers}")
-        if not 0.0 <= momentum <= final_momentum <= 1.0:
-            raise ValueError(
-                f"need 0 <= momentum <= final_momentum <= 1 (the target's EMA momentum rises over training), "
-                f"got momentum={momentum}, final_momentum={final_momentum}"
-            )
+        check_momentum_schedule(momentum, final_momentum)
         self.momentum, self.final_momentum = momentum, final_momentum
         self.projector = mlp(self.num_features, hidden_dim, dim, num_layers=proj_layers, last_bn=projector_last_bn)
         self.predictor = mlp(dim, pred_hidden_dim, dim, num_layers=2)
