@@ -44,10 +44,22 @@ def show_augmentations(args: argparse.Namespace) -> int:
         recipe,
         Path(args.output),
         args.seed,
-        title=f"{preset}: p={recipe.p}, alpha={recipe.alpha}, scale={recipe.scale}",
+        title=f"{preset}: p={recipe.p}, alpha={recipe.alpha}, "
+        + (crops_title(pipeline) if args.config else f"scale={recipe.scale}"),
     )
     print(f"wrote {args.output} ({count} images, preset {preset})")
     return 0
+
+
+def crops_title(pipeline: object) -> str:
+    """``2 x 32 px (scale 0.4-1.0) + 4 x 16 px (scale 0.05-0.4)``: what the crops of each kind are."""
+    views = getattr(pipeline, "views", None) or [pipeline.view1, pipeline.view2]  # type: ignore[attr-defined]
+    kinds: dict[tuple, int] = {}
+    for view in views:
+        crop = view.ops[0]
+        key = (crop.size[0], crop.scale)
+        kinds[key] = kinds.get(key, 0) + 1
+    return " + ".join(f"{n} x {size} px (scale {low:g}-{high:g})" for (size, (low, high)), n in kinds.items())
 
 
 def _from_config(args: argparse.Namespace, overrides: dict[str, float]) -> tuple[str, object]:

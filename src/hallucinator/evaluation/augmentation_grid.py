@@ -18,7 +18,7 @@ from torch import Tensor
 
 from hallucinator.data import augment, multicrop, presets
 
-VIEW_COLOURS = ("#ff3b30", "#00c7ff", "#34c759", "#ff9500", "#af52de", "#ffcc00", "#5856d6", "#ff2d55", "#a2845e")
+VIEW_COLOURS = ("#ff3b30", "#00c7ff", "#34c759", "#ff9500", "#af52de", "#8e8e93", "#5856d6", "#ff2d55", "#a2845e")
 
 
 def view_pipelines(pipeline: augment.TwoViews | multicrop.MultiCrop) -> list[tuple[str, augment.Compose]]:
