@@ -12,11 +12,14 @@ loader's prefetching runs while another is timed.
 - ``ours_main``: ``batch_loader`` without workers and the augmentation in the main process with
   ONE thread (one core, where the others use all of them): our per-core efficiency. (Two intra-op
   threads were slower than one on this shared machine.)
+- ``multicrop_main`` against ``ours_main``: DINO's multi-crop (2 global crops of 32 px and 6 local crops of
+  16 px, ``hallucinator.data.multicrop``) and the two-view pipeline of the same recipe, main process, one thread,
+  on the same batches, back to back in each round (``multicrop_cost`` = their time ratio per image).
 On a CUDA device it also times the two views on the GPU (batch already there).
 
 Images: the real CIFAR-10 (``../shared/datasets``) when present, else random pixels (same cost).
 
-    python benchmarks/augmentation_throughput.py [--images 20480] [--batches 6] [--rounds 5]
+    python benchmarks/augmentation_throughput.py [--images 20480] [--batches 6] [--rounds 5] [--only-multicrop]
 
 Ends with one JSON line of the figures (images per second, each image giving two views).
 """
@@ -36,7 +39,7 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from hallucinator.data import ImageDataset, batch_loader, build_dataset, presets
+from hallucinator.data import ImageDataset, batch_loader, build_dataset, multicrop, presets
 
 ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 BATCH = 512
@@ -99,11 +102,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--cache-dir", default=None, help="dataset cache (default: a temporary folder)")
+    parser.add_argument("--only-multicrop", action="store_true", help="time only multi-crop against two views")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         data = load_images(args.images, args.cache_dir or tmp)
     two_views = presets.build("cifar10-mocov2")
+    multi_crop = multicrop.build(
+        "cifar10-mocov2", multicrop.CropSpec(2, 32, (0.4, 1.0)), multicrop.CropSpec(6, 16, (0.05, 0.4))
+    )
     pil = PILTwoViews(data.images.permute(0, 2, 3, 1).numpy(), data.labels.numpy(), torchvision_recipe())
     loaders = {
         "torchvision": torch.utils.data.DataLoader(pil, BATCH, shuffle=True, drop_last=True, num_workers=args.workers),
@@ -117,40 +124,50 @@ def main() -> None:
         ),
         "ours_main": None,
     }
+    if args.only_multicrop:
+        loaders = {"ours_main": None}
 
-    def ours_main_pass() -> float:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return _ours_main_pass()
-        finally:
-            torch.set_num_threads(threads)
-
-    def _ours_main_pass() -> float:
+    def _main_pass(views: torch.nn.Module) -> float:
         loader = batch_loader(data, BATCH, shuffle=True, drop_last=True)
         generator = torch.Generator().manual_seed(0)
         iterator = iter(loader)
-        two_views(next(iterator)[0], generator=generator)
+        views(next(iterator)[0], generator=generator)
         start = time.perf_counter()
         seen = 0
         for _ in range(args.batches):
             images, labels = next(iterator)
             with torch.no_grad():
-                two_views(images, generator=generator)
+                views(images, generator=generator)
             seen += len(labels)
         return seen / (time.perf_counter() - start)
 
-    results: dict[str, list[float]] = {name: [] for name in loaders}
+    def main_thread(views) -> float:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _main_pass(views)
+        finally:
+            torch.set_num_threads(threads)
+
+    results: dict[str, list[float]] = {name: [] for name in [*loaders, "multicrop_main"]}
     for round_index in range(args.rounds):
         for name, loader in loaders.items():
-            rate = ours_main_pass() if loader is None else time_batches(loader, args.batches)
+            rate = main_thread(two_views) if loader is None else time_batches(loader, args.batches)
             results[name].append(rate)
-            print(f"round {round_index + 1} {name:>13}: {rate:9.0f} images/s (two views each)", flush=True)
+            print(f"round {round_index + 1} {name:>14}: {rate:9.0f} images/s (two views each)", flush=True)
+        results["multicrop_main"].append(main_thread(multi_crop))
+        print(f"round {round_index + 1} multicrop_main: {results['multicrop_main'][-1]:9.0f} images/s", flush=True)
 
     figures: dict[str, object] = {name: round(statistics.median(rates)) for name, rates in results.items()}
     # Ratios per round (the loaders of one round ran back to back under the same load), then the median.
-    for name, key in (("ours_workers", "speedup_workers"), ("ours_main", "speedup_main_1thread")):
-        ratios = [ours / theirs for ours, theirs in zip(results[name], results["torchvision"])]
+    pairs = [("multicrop_cost", "ours_main", "multicrop_main")]
+    if "torchvision" in loaders:
+        pairs += [
+            ("speedup_workers", "ours_workers", "torchvision"),
+            ("speedup_main_1thread", "ours_main", "torchvision"),
+        ]
+    for key, name, reference in pairs:
+        ratios = [ours / theirs for ours, theirs in zip(results[name], results[reference])]
         figures[key] = round(statistics.median(ratios), 2)
         figures[key + "_min"] = round(min(ratios), 2)
     if torch.cuda.is_available():
@@ -169,10 +186,12 @@ def main() -> None:
         figures["cuda_batch2048"] = round(repeats * images.shape[0] / (time.perf_counter() - start))
         figures["cuda_device"] = torch.cuda.get_device_name()
     figures.update(workers=args.workers, batch=BATCH, rounds=args.rounds, real_cifar10=ARCHIVE.is_file())
-    print(
-        f"ours vs torchvision PIL (median of per-round ratios): {args.workers} workers each "
-        f"{figures['speedup_workers']}x, main process on one core {figures['speedup_main_1thread']}x"
-    )
+    if "torchvision" in loaders:
+        print(
+            f"ours vs torchvision PIL (median of per-round ratios): {args.workers} workers each "
+            f"{figures['speedup_workers']}x, main process on one core {figures['speedup_main_1thread']}x"
+        )
+    print(f"multi-crop 2x32 + 6x16 costs {figures['multicrop_cost']}x the two views of 32 px per image (one core)")
     print(json.dumps(figures))
 
 

@@ -103,15 +103,18 @@ def test_every_shipped_config_builds_its_method_hallucinator_and_augmentation(pa
         assert sum(isinstance(m, nn.Linear) for m in model.hallucinator.net) == h.num_layers
         assert model.hallucinator.extrapolation == h.extrapolation
     two = build_augmentation(config)
-    center = [isinstance(v.ops[0], augment.CenterSuppressedResizedCrop) for v in (two.view1, two.view2)]
+    global_views = (two.view1, two.view2) if isinstance(two, augment.TwoViews) else two.views[:2]  # multi-crop: globals
+    center = [isinstance(v.ops[0], augment.CenterSuppressedResizedCrop) for v in global_views]
     assert center == [1 in config.data.augment.get("center_crop_views", (1,) if h.enabled else ()), False]
     side = {"cifar10": 32, "cifar100": 32, "stl10": 96, "tiny-imagenet": 64}.get(config.data.dataset, 256)
-    pipeline = (side, config.model.method, tuple(center), config.data.crop_size)
+    pipeline = (side, config.model.method, tuple(center), config.data.crop_size, config.data.local_crops.number)
     if pipeline in _RUN:  # running a 224 px pipeline costs seconds on this CPU: once per kind of pipeline
         return
     _RUN.add(pipeline)
-    crop = config.data.training_crop_size or min(side, 224)
-    view1, view2 = two(torch.randint(0, 256, (2, 3, side, side), dtype=torch.uint8))
+    crop = config.data.global_crops.size or config.data.training_crop_size or min(side, 224)
+    view1, view2, *local_views = two(torch.randint(0, 256, (2, 3, side, side), dtype=torch.uint8))
+    assert len(local_views) == config.data.local_crops.number
+    assert all(v.shape == (2, 3, config.data.local_crops.size, config.data.local_crops.size) for v in local_views)
     assert view1.shape == view2.shape == (2, 3, crop, crop)
 
 

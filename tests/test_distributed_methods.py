@@ -1,8 +1,8 @@
 """Batch statistics under DDP: 2 gloo processes == 1 process on the global batch, loss and gradients.
 
 Barlow Twins' cross-correlation and VICReg's variance / covariance are computed over the global
-batch, MoCo v3's and NNCLR's negatives are the global batch, and NNCLR's support queue receives
-the embeddings of both processes. Each method runs in training mode (momentum update, enqueue)
+batch, MoCo v3's and NNCLR's negatives are the global batch, NNCLR's support queue receives
+the embeddings of both processes and DINO's centre is the mean teacher output of the global batch. Each method runs in training mode (momentum update, enqueue)
 with its BatchNorm layers in eval mode: per-process BatchNorm statistics would otherwise make
 the forward pass itself differ (a property of DDP without SyncBatchNorm, not of the losses).
 """
@@ -27,6 +27,7 @@ SMALL = {
     "vicreg": {"dim": 5, "hidden_dim": 7},
     "mocov3": {"dim": 5, "hidden_dim": 7, "pred_hidden_dim": 7},
     "nnclr": {"dim": 5, "hidden_dim": 7, "pred_hidden_dim": 7, "queue_size": 16},
+    "dino": {"out_dim": 7, "hidden_dim": 7, "bottleneck_dim": 5},
 }
 
 
@@ -90,3 +91,5 @@ def test_two_processes_equal_one_process_on_the_global_batch(name: str, ddp_resu
                 torch.testing.assert_close(result[name]["grads"][key], parameter.grad, msg=key)
         for key, buffer in model.named_buffers():  # NNCLR's queue holds both processes' embeddings, in rank order
             torch.testing.assert_close(result[name]["buffers"][key], buffer, msg=key)
+        if name == "dino":  # the centre moved from 0 by the global batch's mean, the same in both processes
+            assert result[name]["buffers"]["center"].abs().sum() > 0

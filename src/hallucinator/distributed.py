@@ -60,6 +60,16 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean of ``x`` over all processes (a new tensor; ``x`` itself is left as it was), without gradient."""
+    if world_size() == 1:
+        return x.clone()
+    total = x.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / world_size()
+
+
+@torch.no_grad()
 def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from all processes along dim 0 (rank order), without gradient."""
     if world_size() == 1:

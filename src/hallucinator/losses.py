@@ -7,6 +7,8 @@ their papers do. Under DDP, every batch statistic is the global batch's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -161,6 +163,39 @@ def vicreg(
         variance = variance + F.relu(1 - torch.sqrt(z.var(dim=0) + 1e-4)).mean() / 2
         covariance = covariance + _off_diagonal(z.T @ z / (n - 1)).pow(2).sum() / dim
     return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``mean_i sum_c -target_probs[i, c] * log softmax(logits[i] / temperature)[c]``: DINO's student-teacher term.
+
+    Example:
+        >>> loss = soft_cross_entropy(student_logits, teacher_probs.detach(), temperature=0.1)
+    """
+    return -(target_probs * F.log_softmax(logits / temperature, dim=-1)).sum(dim=-1).mean()
+
+
+def dino(
+    student_logits: Sequence[torch.Tensor], teacher_probs: Sequence[torch.Tensor], temperature: float
+) -> torch.Tensor:
+    """DINO's multi-crop loss: :func:`soft_cross_entropy` averaged over every (teacher view ``i``, student view ``v``)
+    pair with ``v != i``.
+
+    The teacher sees the global views only, which are the first ``len(teacher_probs)`` student views.
+
+    Example:
+        >>> loss = dino([s_global1, s_global2, s_local1], [t_global1, t_global2], temperature=0.1)  # 4 pairs
+    """
+    if not 1 <= len(teacher_probs) <= len(student_logits):
+        raise ValueError(f"need 1 to {len(student_logits)} teacher views, got {len(teacher_probs)}")
+    terms = [
+        soft_cross_entropy(logits, probs, temperature)
+        for i, probs in enumerate(teacher_probs)
+        for v, logits in enumerate(student_logits)
+        if v != i
+    ]
+    if not terms:
+        raise ValueError("DINO's loss needs at least two views (a teacher view and another student view)")
+    return torch.stack(terms).mean()
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

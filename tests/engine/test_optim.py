@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +96,107 @@ def test_fix_predictor_lr_keeps_the_predictor_at_the_peak_lr_while_the_rest_foll
     config.optimizer.fix_predictor_lr = True
     with pytest.raises(ConfigError, match="optimizer.fix_predictor_lr: Sequential has no predictor"):
         build_optimizer(config, nn.Sequential(nn.Linear(2, 2)))
+
+
+class TinyViT(nn.Module):
+    """The parameter kinds of a ViT: a patch projection, position and class tokens, a norm, a linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, 4, 2)
+        self.pos_embed = nn.Parameter(torch.randn(1, 5, 4))
+        self.cls_token = nn.Parameter(torch.randn(1, 1, 4))
+        self.norm = nn.LayerNorm(4)
+        self.head = nn.Linear(4, 3)
+
+
+def test_adamw_decays_weights_only_not_norms_biases_or_vit_tokens() -> None:
+    model = TinyViT()
+    config = Config()
+    config.optimizer.name, config.optimizer.weight_decay = "adamw", 0.1
+    optimizer = build_optimizer(config, model)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    decayed, plain = optimizer.param_groups
+    # written out by hand: the two weight matrices decay, the rest does not
+    assert {id(p) for p in decayed["params"]} == {id(model.patch_embed.weight), id(model.head.weight)}
+    expected_plain = [
+        model.patch_embed.bias,
+        model.head.bias,
+        model.pos_embed,
+        model.cls_token,
+        *model.norm.parameters(),
+    ]
+    assert {id(p) for p in plain["params"]} == {id(p) for p in expected_plain}
+    assert (decayed["weight_decay"], plain["weight_decay"], decayed["decay"], plain["decay"]) == (0.1, 0.0, True, False)
+    # one step with zero gradients: Adam's update is 0, so only the decoupled decay moves a parameter
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    lr = config.lr()
+    for name, p in model.named_parameters():
+        factor = 1 - lr * 0.1 if name in ("patch_embed.weight", "head.weight") else 1.0
+        torch.testing.assert_close(p.detach(), before[name] * factor, msg=name)
+
+
+def test_weight_decay_follows_dinos_cosine_and_spares_the_groups_without_decay() -> None:
+    from hallucinator.engine.optim import set_weight_decay, weight_decay_at
+
+    config = Config()
+    config.optimizer.name, config.optimizer.weight_decay, config.optimizer.final_weight_decay = "adamw", 0.04, 0.4
+    total = 50
+    for step in (0, 10, 25, 40, 50, 80):
+        t = min(step, total) / total
+        expected = 0.4 - (0.4 - 0.04) * (math.cos(math.pi * t) + 1) / 2  # DINO's cosine_scheduler(0.04, 0.4)
+        assert weight_decay_at(config, step, total) == pytest.approx(expected)
+    assert weight_decay_at(config, 25, total) == pytest.approx(0.22)
+    optimizer = build_optimizer(config, TinyViT())
+    set_weight_decay(optimizer, 0.3)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.3, 0.0]
+    config.optimizer.final_weight_decay = None
+    assert weight_decay_at(config, 25, total) == 0.04
+
+
+def test_grad_clip_scales_the_total_gradient_norm_down_to_the_limit() -> None:
+    import lightning.pytorch as pl
+
+    from hallucinator.engine.module import PretrainModule
+
+    config = Config()
+    config.model.width, config.model.hparams = 16, {"dim": 4}
+    config.hallucinator.enabled, config.data.preset, config.trainer.max_steps = False, "none", 1
+    config.optimizer.grad_clip = 0.5
+    module = PretrainModule(config, steps_per_epoch=1)
+    module.trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    optimizer = build_optimizer(config, module.method)
+    params = [p for p in module.method.parameters() if p.requires_grad]
+    generator = torch.Generator().manual_seed(0)
+    grads = [torch.randn(p.shape, generator=generator) for p in params]
+    total = math.sqrt(sum(float((g**2).sum()) for g in grads))
+    assert total > 0.5
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    module.configure_gradient_clipping(optimizer)
+    for p, g in zip(params, grads):
+        torch.testing.assert_close(p.grad, g * 0.5 / (total + 1e-6))
+    config.optimizer.grad_clip = 0.0  # off: the gradients stay as they are
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    module.configure_gradient_clipping(optimizer)
+    assert all(torch.equal(p.grad, g) for p, g in zip(params, grads))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--optimizer.name=adam", "optimizer.name: 'adam' is not one of \\['sgd', 'lars', 'adamw'\\]"),
+        ("--optimizer.betas=[0.9, 1.5]", "optimizer.betas: each must be in \\[0, 1\\)"),
+        ("--optimizer.grad_clip=-1", "optimizer.grad_clip: must be >= 0"),
+        ("--optimizer.final_weight_decay=-0.1", "optimizer.final_weight_decay: must be >= 0"),
+    ],
+)
+def test_bad_adamw_keys_name_the_key(override: str, message: str) -> None:
+    from hallucinator.engine.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])

@@ -1,4 +1,4 @@
-"""The registry, the shared SSLMethod contract for all nine methods, and bad input."""
+"""The registry, the shared SSLMethod contract for all ten methods, and bad input."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ SMALL = {
     "vicreg": {"dim": 8, "hidden_dim": 16},
     "mocov3": {"dim": 8, "hidden_dim": 16, "pred_hidden_dim": 16},
     "nnclr": {"dim": 8, "hidden_dim": 16, "pred_hidden_dim": 16, "queue_size": 16},
+    "dino": {"out_dim": 16, "hidden_dim": 16, "bottleneck_dim": 8},
 }
 
 
@@ -72,15 +73,16 @@ def test_a_factory_is_called_once_with_the_feature_size_the_method_hallucinates(
         return Hallucinator(dim, num_layers=1)
 
     model = methods.build(name, tiny_net(), hallucinator=factory, **SMALL[name])
-    # every method hallucinates in its embedding size (the registry's ``dim``)
-    assert calls == [SMALL[name]["dim"]] and model.hallucinator.dim == SMALL[name]["dim"]
+    # every method hallucinates in its embedding size (the registry's ``dim``; DINO: its bottleneck, before the prototypes)
+    dim = SMALL[name]["bottleneck_dim" if name == "dino" else "dim"]
+    assert calls == [dim] and model.hallucinator.dim == dim
     assert sum(isinstance(layer, nn.Linear) for layer in model.hallucinator.net) == 1  # the factory's, not a default
     with pytest.raises(ValueError, match="factory of one, got str"):
         methods.build(name, tiny_net(), hallucinator=lambda dim: "not a Hallucinator", **SMALL[name])
 
 
 def test_build_rejects_unknown_names_hparams_and_mismatched_hallucinators(tiny_net) -> None:
-    with pytest.raises(ValueError, match=r"choose one of \['barlowtwins', 'byol', 'mocov1', .*'vicreg'\]"):
+    with pytest.raises(ValueError, match=r"choose one of \['barlowtwins', 'byol', 'dino', 'mocov1', .*'vicreg'\]"):
         methods.build("swav", tiny_net())
     with pytest.raises(ValueError, match=r"\['tau'\].*valid ones are .*'temperature'"):
         methods.build("simclr", tiny_net(), tau=0.1)
@@ -121,7 +123,7 @@ def test_bad_input_says_what_is_wrong_and_what_to_change(name: str, tiny_net) ->
 
     lying = tiny_net()
     lying.num_features = 5  # the heads are built for 5 features but the backbone returns 6
-    with pytest.raises(ValueError, match=r"returned features of shape \(8, 6\) but its num_features is 5"):
+    with pytest.raises(ValueError, match=r"returned features of shape \((8|16), 6\) but its num_features is 5"):
         methods.build(name, lying, **SMALL[name]).train()(torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8))
     with pytest.raises(ValueError, match="num_features"):
         methods.build(name, nn.Conv2d(3, 4, 3), **SMALL[name])

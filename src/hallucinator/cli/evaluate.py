@@ -303,7 +303,9 @@ def run_metrics(args: argparse.Namespace) -> dict[str, Any]:
     if args.preset or loaded.dataset != loaded.config.data.dataset:
         two_views = presets.build(args.preset or loaded.dataset, loaded.image_size)
     else:
-        two_views = build_augmentation(loaded.config) or presets.build(loaded.dataset, loaded.image_size)
+        two_views = build_augmentation(loaded.config, global_only=True) or presets.build(
+            loaded.dataset, loaded.image_size
+        )
     two_views = two_views.to(loaded.device)
     print(f"representation metrics on {len(images)} {loaded.dataset} test images, device {loaded.device}", flush=True)
     figures = representation_metrics(

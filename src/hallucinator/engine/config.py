@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from hallucinator.methods import METHOD_NAMES
+from hallucinator.methods import METHOD_NAMES, METHODS
 
-OPTIMIZERS = ("sgd", "lars")
+OPTIMIZERS = ("sgd", "lars", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 EXTRAPOLATION_MODES = ("asymmetric", "symmetric")
 TRAIN_MODES = ("joint", "adversarial", "frozen")  # hallucinator.TRAIN_MODES; this module stays torch-free
@@ -84,6 +84,22 @@ class HallucinatorConfig:
 
 
 @dataclass
+class CropsConfig:
+    """``data.global_crops`` / ``data.local_crops``: how many crops, their side and their area range."""
+
+    number: int = 2
+    size: int | None = None
+    """Side in px (global crops: ``None`` = ``data.crop_size``; local crops need one, e.g. 16 for 32 px images)."""
+    scale: tuple[float, float] | None = None
+    """Area fraction of the image, ``[min, max]`` (``None``: the preset's; DINO: global [0.4, 1], local [0.05, 0.4])."""
+
+
+@dataclass
+class LocalCropsConfig(CropsConfig):
+    number: int = 0
+
+
+@dataclass
 class DataConfig:
     dataset: str = "cifar10"
     data_dir: str = "data"
@@ -106,6 +122,10 @@ class DataConfig:
     ``none``: no augmentation, both views are the plain image (a debugging aid)."""
     augment: dict[str, Any] = field(default_factory=dict)
     """Overrides passed to the preset (e.g. ``center_fraction: 0.6``, ``alpha: 0.1``; see ``hallucinator.data.presets.Recipe``)."""
+    global_crops: CropsConfig = field(default_factory=CropsConfig)
+    """The global views every method takes (2); ``size`` / ``scale`` override the crop size and the preset's scale."""
+    local_crops: LocalCropsConfig = field(default_factory=LocalCropsConfig)
+    """Multi-crop: this many extra small views per image for methods that take them (``dino``); 0 = two views."""
     center_crop_warmup_epochs: int = 0
     """Plain crops on both views for this many first epochs, then the center-suppressed crop (the
     authors' ImageNet-1K recipe: 20)."""
@@ -129,6 +149,11 @@ class DataConfig:
     through DataLoader workers instead of the decode-once cache."""
 
     @property
+    def multi_crop(self) -> bool:
+        """Whether the views differ from the preset's two (local crops, or global crops of their own size / scale)."""
+        return self.local_crops.number > 0 or self.global_crops != CropsConfig()
+
+    @property
     def training_crop_size(self) -> int | None:
         """Side of the training crops: ``crop_size``, else ``image_size`` (``None``: the dataset's native size)."""
         return self.crop_size or self.image_size
@@ -141,7 +166,15 @@ class OptimizerConfig:
     """Learning rate for a batch of 256: ``lr = base_lr * batch_size / 256`` when ``scale_lr``."""
     scale_lr: bool = True
     momentum: float = 0.9
+    """SGD's and LARS's momentum (AdamW: ``betas``)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW's ``(beta1, beta2)`` (torch's defaults, which MoCo v3's and DINO's code keep)."""
     weight_decay: float = 1e-4
+    final_weight_decay: float | None = None
+    """The weight decay follows a cosine from ``weight_decay`` to this over the run (DINO: 0.04 -> 0.4);
+    ``None`` keeps it constant. Parameters without decay (``decay: false`` groups) stay at 0."""
+    grad_clip: float = 0.0
+    """Clip the gradients' total L2 norm (over all parameters) to this before each step (DINO: 3.0); 0 = off."""
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     """Linear warm-up from 0 to ``lr`` over this many epochs."""
@@ -335,6 +368,33 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
+def _validate_crops(config: Config) -> None:
+    d = config.data
+    if d.global_crops.number != 2:
+        raise ConfigError(
+            f"data.global_crops.number: every method takes 2 global crops (view 1 and view 2), got {d.global_crops.number}"
+        )
+    _positive("data.local_crops.number", d.local_crops.number, allow_zero=True)
+    method = config.model.method
+    if d.local_crops.number and not METHODS[method].multi_crop:
+        multi = sorted(name for name, spec in METHODS.items() if spec.multi_crop)
+        raise ConfigError(
+            f"data.local_crops.number: {method} takes two views; local crops are for {', '.join(multi)}; "
+            "set data.local_crops.number=0"
+        )
+    if d.local_crops.number and d.local_crops.size is None:
+        raise ConfigError("data.local_crops.size: set the side of the local crops (e.g. 16 for 32 px images, DINO: 96)")
+    if d.multi_crop and d.preset == "none":
+        raise ConfigError(
+            "data.preset: 'none' makes no crops; remove data.global_crops / data.local_crops or the preset"
+        )
+    for kind, crops in (("global_crops", d.global_crops), ("local_crops", d.local_crops)):
+        if crops.size is not None:
+            _positive(f"data.{kind}.size", crops.size)
+        if crops.scale is not None and not 0.0 < crops.scale[0] <= crops.scale[1] <= 1.0:
+            raise ConfigError(f"data.{kind}.scale: need 0 < min <= max <= 1, got {list(crops.scale)}")
+
+
 def validate(config: Config) -> None:
     """Checks the values (types were checked when parsing); raises ConfigError naming the key.
 
@@ -373,6 +433,7 @@ def validate(config: Config) -> None:
     d = config.data
     if d.class_list is not None and d.dataset != "imagenet200":
         raise ConfigError(f"data.class_list: only imagenet200 takes a class list, this config trains {d.dataset}")
+    _validate_crops(config)
     _positive("data.center_crop_warmup_epochs", d.center_crop_warmup_epochs, allow_zero=True)
     _positive("data.batch_size", d.batch_size)
     _positive("data.num_workers", d.num_workers, allow_zero=True)
@@ -394,6 +455,13 @@ def validate(config: Config) -> None:
     _positive("optimizer.base_lr", o.base_lr, allow_zero=True)
     _positive("optimizer.momentum", o.momentum, allow_zero=True)
     _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
+    if o.final_weight_decay is not None:
+        _positive("optimizer.final_weight_decay", o.final_weight_decay, allow_zero=True)
+    _positive("optimizer.grad_clip", o.grad_clip, allow_zero=True)
+    if not all(0.0 <= beta < 1.0 for beta in o.betas):
+        raise ConfigError(
+            f"optimizer.betas: each must be in [0, 1) (AdamW's default: [0.9, 0.999]), got {list(o.betas)}"
+        )
     _positive("optimizer.warmup_epochs", o.warmup_epochs, allow_zero=True)
     if o.schedule == "step" and not o.milestones:
         raise ConfigError("optimizer.milestones: the step schedule needs at least one milestone epoch")

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import nn
 
 from hallucinator import backbones, methods
 from hallucinator.engine.checkpoint import build_backbone
-from hallucinator.engine.config import Config, ConfigError, from_dict, to_dict
+from hallucinator.engine.config import Config, ConfigError, LocalCropsConfig, from_dict, to_dict
 from hallucinator.engine.online_linear import OnlineLinear
-from hallucinator.engine.optim import build_optimizer, lr_lambdas, warmup_weight
+from hallucinator.engine.optim import build_optimizer, lr_lambdas, set_weight_decay, warmup_weight, weight_decay_at
 from hallucinator.hallucinator import Hallucinator
 from hallucinator.methods.base import SSLMethod
+
+if TYPE_CHECKING:
+    from hallucinator.data.augment import TwoViews
+    from hallucinator.data.multicrop import MultiCrop
 
 # Odd 64-bit constants to spread (seed, step, rank) over the seed space.
 _STEP_MIX, _RANK_MIX = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9
@@ -66,17 +69,21 @@ def preset_name(config: Config) -> str:
     return config.data.preset or f"{config.data.dataset}-{methods.METHODS[config.model.method].augmentation}"
 
 
-def build_augmentation(config: Config, plain_crops: bool = False) -> nn.Module | None:
-    """The two-view augmentation of ``config.data`` (``None`` for preset ``none``: both views = the image).
+def build_augmentation(
+    config: Config, plain_crops: bool = False, global_only: bool = False
+) -> TwoViews | MultiCrop | None:
+    """The views of ``config.data``: the preset's two, or ``data.global_crops`` + ``data.local_crops``
+    (a :class:`~hallucinator.data.multicrop.MultiCrop`); ``None`` for preset ``none`` (both views = the image).
 
-    Without the Hallucinator, neither view uses the center-suppressed crop unless
+    Without the Hallucinator, no view uses the center-suppressed crop unless
     ``data.augment.center_crop_views`` says so: the plain method is the paper's baseline.
-    ``plain_crops``: neither view uses it (``data.center_crop_warmup_epochs``).
+    ``plain_crops``: no view uses it (``data.center_crop_warmup_epochs``). ``global_only``: without the local
+    crops (the two views that ``hallucinator metrics`` compares).
     """
     data = config.data
     if data.preset == "none":
         return None
-    from hallucinator.data import presets
+    from hallucinator.data import multicrop, presets
 
     name = preset_name(config)
     overrides = dict(data.augment)
@@ -85,7 +92,19 @@ def build_augmentation(config: Config, plain_crops: bool = False) -> nn.Module |
     elif not config.hallucinator.enabled:
         overrides.setdefault("center_crop_views", ())
     try:
-        return presets.build(name, data.training_crop_size, **overrides)
+        if not data.multi_crop:
+            return presets.build(name, data.training_crop_size, **overrides)
+        g, local = data.global_crops, data.local_crops
+        centre = tuple(overrides.pop("center_crop_views", (1,)))
+        if global_only:
+            local, centre = LocalCropsConfig(), tuple(v for v in centre if v <= g.number)
+        return multicrop.build(
+            name,
+            multicrop.CropSpec(g.number, g.size or data.training_crop_size, g.scale),
+            multicrop.CropSpec(local.number, local.size, local.scale),
+            centre,
+            **overrides,
+        )
     except (TypeError, ValueError) as error:
         raise ConfigError(f"data.preset / data.augment ({name}): {error}") from error
 
@@ -155,7 +174,8 @@ class PretrainModule(pl.LightningModule):
 
     # ---- data on the device
 
-    def _views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _views(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The views of the batch (two, or the global then the local crops of a multi-crop)."""
         step = self.global_step
         if self._generator is None or self._generator.device != images.device:
             self._generator = torch.Generator(device=images.device)
@@ -163,15 +183,14 @@ class PretrainModule(pl.LightningModule):
         with torch.no_grad():
             if self.augment is None:
                 view = self._plain(images)
-                view1, view2 = view, view.clone()
+                views = [view, view.clone()]
             else:
                 warmup = self.current_epoch < self.config.data.center_crop_warmup_epochs
                 augment = self.warmup_augment if warmup and self.warmup_augment is not None else self.augment
-                view1, view2 = augment(images, generator=self._generator)
+                views = list(augment(images, generator=self._generator))
         if self.channels_last:
-            view1 = view1.contiguous(memory_format=torch.channels_last)
-            view2 = view2.contiguous(memory_format=torch.channels_last)
-        return view1, view2
+            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+        return views
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is None or not self.trainer.training:
@@ -183,15 +202,13 @@ class PretrainModule(pl.LightningModule):
 
     # ---- optimisation
 
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor | None:
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor | None:
         step = self.global_step
         weight = warmup_weight(self.config, step, self.steps_per_epoch, self.total_steps)
         self.method.hallucination_weight = weight
         self.method.progress = step / max(1, self.total_steps)  # BYOL's / MoCo v3's momentum schedule
-        view1, view2, labels = batch
-        out = self.method(view1, view2)
+        *views, labels = batch  # view 1, view 2[, local crops]
+        out = self.method(*views)
         loss = out["loss"]
         finite = bool(torch.isfinite(loss.detach()).all())
         if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
@@ -203,7 +220,7 @@ class PretrainModule(pl.LightningModule):
             self.trainer.should_stop = True
             return None
         sync = self.trainer.world_size > 1
-        log: dict[str, Any] = dict(on_step=True, on_epoch=False, sync_dist=sync, batch_size=view1.shape[0])
+        log: dict[str, Any] = dict(on_step=True, on_epoch=False, sync_dist=sync, batch_size=views[0].shape[0])
         self.log("train/loss", loss.detach(), prog_bar=True, **log)
         self.log("train/pos_similarity", out["pos_similarity"], prog_bar=True, **log)
         self.log("train/loss_original", out["loss_original"].detach(), **log)
@@ -214,7 +231,14 @@ class PretrainModule(pl.LightningModule):
             self.log("train/extrap_similarity", out["extrap_similarity"], **log)
             if "guard_penalty" in out:
                 self.log("train/guard_penalty", out["guard_penalty"].detach(), **log)
+        for key in ("teacher_entropy", "teacher_student_kl"):  # DINO's collapse monitors
+            if key in out:
+                self.log(f"train/{key}", out[key].detach(), **log)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True, **log)
+        if self.config.optimizer.final_weight_decay is not None:  # DINO's schedule, for the step about to be taken
+            weight_decay = weight_decay_at(self.config, step, self.total_steps)
+            set_weight_decay(self.trainer.optimizers[0], weight_decay)
+            self.log("train/weight_decay", weight_decay, **log)
         if self.online_linear is not None and "features" in out:
             probe_loss, top1 = self.online_linear.step(out["features"], labels)
             self.log("train/online_linear_top1", top1, **log)
@@ -231,6 +255,15 @@ class PretrainModule(pl.LightningModule):
             optimizer, lr_lambdas(self.config, optimizer, self.steps_per_epoch, self.total_steps)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
+    ) -> None:
+        """``optimizer.grad_clip``: the gradients' total norm clipped (after AMP unscaling) before the step."""
+        if self.config.optimizer.grad_clip > 0:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.config.optimizer.grad_clip, gradient_clip_algorithm="norm"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["method"] = self.config.model.method

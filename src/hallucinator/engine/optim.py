@@ -1,4 +1,10 @@
-"""Optimisers and learning-rate schedules of the paper's recipes (SGD or LARS; cosine or step, with warm-up)."""
+"""Optimisers and schedules: the paper's recipes (SGD or LARS; cosine or step lr, with warm-up) and the ViT recipe
+of MoCo v3 / DINO (AdamW, no weight decay on norms, biases and position / class tokens, a cosine weight-decay schedule).
+
+Example:
+    >>> optimizer = build_optimizer(config, method)          # optimizer.name: sgd | lars | adamw
+    >>> set_weight_decay(optimizer, weight_decay_at(config, step, total_steps))  # each step, before optimizer.step()
+"""
 
 from __future__ import annotations
 
@@ -64,11 +70,29 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
+# ViT parameters that are not weights of a layer: DINO's and MoCo v3's recipes exempt them from weight decay
+_NO_DECAY_SUFFIXES = ("pos_embed", "cls_token")
+
+
+def decays(name: str, param: nn.Parameter) -> bool:
+    """Whether AdamW decays ``param``: not biases and norm scales (1-d) nor ViT position / class tokens.
+
+    Example:
+        >>> decays("blocks.0.attn.qkv.weight", nn.Parameter(torch.zeros(3, 2))), decays("pos_embed", nn.Parameter(torch.zeros(1, 5, 2)))
+        (True, False)
+    """
+    return param.ndim > 1 and not name.endswith(_NO_DECAY_SUFFIXES)
+
+
 def _param_groups(config: Config, model: nn.Module) -> list[dict]:
-    """Parameter groups; with ``fix_predictor_lr`` the predictor's parameters come last, tagged ``fixed_lr``."""
+    """Parameter groups; with ``fix_predictor_lr`` the predictor's parameters come last, tagged ``fixed_lr``.
+
+    Each group says whether it takes weight decay (``decay``): every parameter for SGD, weights only for LARS,
+    :func:`decays` for AdamW.
+    """
     o = config.optimizer
     # SGD keeps every parameter (its groups then match checkpoints written before fix_predictor_lr existed)
-    params = [p for p in model.parameters() if p.requires_grad or o.name == "sgd"]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad or o.name == "sgd"]
     fixed: set[int] = set()
     if o.fix_predictor_lr:
         predictor = getattr(model, "predictor", None)
@@ -77,32 +101,60 @@ def _param_groups(config: Config, model: nn.Module) -> list[dict]:
         fixed = {id(p) for p in predictor.parameters()}
     groups: list[dict] = []
     for is_fixed in (False, True):
-        chosen = [p for p in params if (id(p) in fixed) == is_fixed]
-        if o.name == "lars":
-            groups += [
-                {"params": [p for p in chosen if p.ndim > 1], "fixed_lr": is_fixed},
-                {
-                    "params": [p for p in chosen if p.ndim <= 1],
-                    "fixed_lr": is_fixed,
-                    "lars": False,
-                    "weight_decay": 0.0,
-                },
-            ]
-        else:
-            groups.append({"params": chosen, "fixed_lr": is_fixed})
+        chosen = [(n, p) for n, p in named if (id(p) in fixed) == is_fixed]
+        if o.name == "sgd":
+            groups.append({"params": [p for _, p in chosen], "fixed_lr": is_fixed, "decay": True})
+            continue
+        decayed = (lambda n, p: p.ndim > 1) if o.name == "lars" else decays
+        groups += [
+            {"params": [p for n, p in chosen if decayed(n, p)], "fixed_lr": is_fixed, "decay": True},
+            {
+                "params": [p for n, p in chosen if not decayed(n, p)],
+                "fixed_lr": is_fixed,
+                "decay": False,
+                "weight_decay": 0.0,
+                **({"lars": False} if o.name == "lars" else {}),
+            },
+        ]
     return [g for g in groups if g["params"] or not g["fixed_lr"]]
 
 
 def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD (weight decay on every parameter, as in MoCo/SimCLR/SimSiam code) or LARS (none on biases and norms).
+    """SGD (weight decay on every parameter, as in MoCo/SimCLR/SimSiam code), LARS (none on biases and norms) or
+    AdamW (none on biases, norms and ViT position / class tokens, as in MoCo v3's and DINO's code).
 
-    Every parameter group has a ``fixed_lr`` flag: :func:`lr_lambdas` keeps such a group at the peak lr.
+    Every parameter group has a ``fixed_lr`` flag (:func:`lr_lambdas` keeps such a group at the peak lr) and a
+    ``decay`` flag (:func:`set_weight_decay` schedules only those groups).
     """
     o = config.optimizer
     groups = _param_groups(config, model)
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=config.lr(), momentum=o.momentum, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr(), betas=o.betas, weight_decay=o.weight_decay)
     return LARS(groups, lr=config.lr(), momentum=o.momentum, weight_decay=o.weight_decay, eta=o.lars_eta)
+
+
+def weight_decay_at(config: Config, step: int, total_steps: int) -> float:
+    """The weight decay at optimisation ``step``: ``weight_decay``, or DINO's cosine from it to ``final_weight_decay``.
+
+    Example:
+        >>> config.optimizer.weight_decay, config.optimizer.final_weight_decay = 0.04, 0.4
+        >>> weight_decay_at(config, 0, 100), weight_decay_at(config, 100, 100)
+        (0.04, 0.4)
+    """
+    o = config.optimizer
+    if o.final_weight_decay is None:
+        return o.weight_decay
+    progress = min(1.0, step / max(1, total_steps))
+    return o.final_weight_decay + (o.weight_decay - o.final_weight_decay) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> None:
+    """Sets the weight decay of every group that takes it (``decay``); the others keep 0."""
+    for group in optimizer.param_groups:
+        if group.get("decay", True):
+            group["weight_decay"] = weight_decay
 
 
 def lr_lambdas(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_steps: int) -> list:

@@ -17,6 +17,7 @@ from torch import nn
 from hallucinator.methods.barlowtwins import BarlowTwins
 from hallucinator.methods.base import HallucinatorChoice, SSLMethod
 from hallucinator.methods.byol import BYOL
+from hallucinator.methods.dino import DINO, DINOHead
 from hallucinator.methods.moco import MoCo
 from hallucinator.methods.mocov3 import MoCoV3
 from hallucinator.methods.nnclr import NNCLR
@@ -27,13 +28,15 @@ from hallucinator.methods.vicreg import VICReg
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its class, default (CIFAR) hyper-parameters, fixed constructor arguments and
-    the augmentation style of ``hallucinator.data.presets`` its recipe uses (``<dataset>-<augmentation>``)."""
+    """A registered method: its class, default (CIFAR) hyper-parameters, fixed constructor arguments,
+    the augmentation style of ``hallucinator.data.presets`` its recipe uses (``<dataset>-<augmentation>``)
+    and whether it takes local crops after its two global views (``forward(view1, view2, *local_views)``)."""
 
     cls: Callable[..., SSLMethod]  # a subclass of SSLMethod; each takes its own keywords
     hparams: dict[str, Any]
     fixed: dict[str, Any] = field(default_factory=dict)
     augmentation: str = "simclr"
+    multi_crop: bool = False
 
 
 _MOCO_COMMON = {"dim": 128, "queue_size": 65536, "momentum": 0.999, "shuffle_bn_splits": 8, "hallucination_weight": 0.5}
@@ -72,11 +75,39 @@ METHODS: dict[str, MethodSpec] = {
         },
     ),
     "mocov3": MethodSpec(
-        MoCoV3, {"dim": 256, "hidden_dim": 4096, "pred_hidden_dim": 4096, "temperature": 0.2, **_MOMENTUM, **_W}
+        MoCoV3,
+        {
+            "dim": 256,
+            "hidden_dim": 4096,
+            "pred_hidden_dim": 4096,
+            "temperature": 0.2,
+            "proj_layers": 2,
+            **_MOMENTUM,
+            **_W,
+        },
     ),
     "nnclr": MethodSpec(
         NNCLR,
         {"dim": 256, "hidden_dim": 2048, "pred_hidden_dim": 4096, "temperature": 0.2, "queue_size": 65536, **_W},
+    ),
+    # DINO's own head, temperatures and schedules; out_dim 4096 prototypes as in solo-learn's CIFAR recipe
+    "dino": MethodSpec(
+        DINO,
+        {
+            "out_dim": 4096,
+            "hidden_dim": 2048,
+            "bottleneck_dim": 256,
+            "norm_last_layer": True,
+            "student_temperature": 0.1,
+            "teacher_temperature": 0.07,
+            "warmup_teacher_temperature": 0.04,
+            "teacher_temp_warmup": 0.1,
+            "center_momentum": 0.9,
+            "momentum": 0.996,
+            "final_momentum": 1.0,
+            **_W,
+        },
+        multi_crop=True,
     ),
 }
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
@@ -87,7 +118,7 @@ def build(name: str, backbone: nn.Module, hallucinator: HallucinatorChoice = Tru
 
     Args:
         name: a key of :data:`METHODS` (``mocov1``, ``mocov2``, ``simclr``, ``simsiam``, ``byol``,
-            ``barlowtwins``, ``vicreg``, ``mocov3``, ``nnclr``).
+            ``barlowtwins``, ``vicreg``, ``mocov3``, ``nnclr``, ``dino``).
         backbone: any module with a ``num_features`` attribute (e.g. from ``hallucinator.backbones.build``).
         hallucinator: ``True`` for the paper's Hallucinator, ``False`` for the plain method, a configured one,
             or a factory the method calls with the feature size it hallucinates
@@ -108,7 +139,9 @@ __all__ = [
     "METHODS",
     "METHOD_NAMES",
     "NNCLR",
+    "DINO",
     "BarlowTwins",
+    "DINOHead",
     "MethodSpec",
     "MoCo",
     "MoCoV3",

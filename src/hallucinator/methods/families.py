@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from hallucinator.methods.base import HallucinatorChoice, SSLMethod, mlp
-from hallucinator.methods.memory import cosine_momentum, ema_update, momentum_copy
+from hallucinator.methods.memory import check_momentum_schedule, cosine_momentum, ema_update, momentum_copy
 
 
 class EmbeddingPair(SSLMethod):
@@ -57,7 +57,7 @@ class MomentumPredictor(SSLMethod):
 
     Projector ``num_features -> hidden_dim -> dim`` and predictor ``dim -> pred_hidden_dim -> dim``,
     each Linear-BN-ReLU-Linear (``projector_last_bn``: an affine-free BatchNorm on the projection,
-    MoCo v3's head).
+    MoCo v3's head; ``proj_layers=3``: one more hidden Linear-BN-ReLU, MoCo v3's ViT head).
 
     The target is an exponential moving average of the online backbone and projector, updated
     at the start of each training-mode ``forward`` (i.e. after the previous optimiser step)
@@ -78,15 +78,14 @@ class MomentumPredictor(SSLMethod):
         momentum: float,
         final_momentum: float,
         hallucination_weight: float,
+        proj_layers: int = 2,
     ) -> None:
         super().__init__(backbone, hallucination_weight)
-        if not 0.0 <= momentum <= final_momentum <= 1.0:
-            raise ValueError(
-                f"need 0 <= momentum <= final_momentum <= 1 (the target's EMA momentum rises over training), "
-                f"got momentum={momentum}, final_momentum={final_momentum}"
-            )
+        if proj_layers < 1:
+            raise ValueError(f"proj_layers must be >= 1, got {proj_layers}")
+        check_momentum_schedule(momentum, final_momentum)
         self.momentum, self.final_momentum = momentum, final_momentum
-        self.projector = mlp(self.num_features, hidden_dim, dim, num_layers=2, last_bn=projector_last_bn)
+        self.projector = mlp(self.num_features, hidden_dim, dim, num_layers=proj_layers, last_bn=projector_last_bn)
         self.predictor = mlp(dim, pred_hidden_dim, dim, num_layers=2)
         self.momentum_backbone = momentum_copy(backbone)
         self.momentum_projector = momentum_copy(self.projector)

@@ -43,6 +43,15 @@ def cosine_momentum(base: float, progress: float, final: float = 1.0) -> float:
     return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
 
 
+def check_momentum_schedule(momentum: float, final_momentum: float) -> None:
+    """A momentum schedule rises from ``momentum`` to ``final_momentum``, both in [0, 1]."""
+    if not 0.0 <= momentum <= final_momentum <= 1.0:
+        raise ValueError(
+            f"need 0 <= momentum <= final_momentum <= 1 (the target's EMA momentum rises over training), "
+            f"got momentum={momentum}, final_momentum={final_momentum}"
+        )
+
+
 def check_queue_batch(queue_size: int, batch: int) -> None:
     """The global batch must divide the queue, so every enqueue writes one contiguous block."""
     world = distributed.world_size()

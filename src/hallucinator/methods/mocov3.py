@@ -12,7 +12,8 @@ from hallucinator.methods.families import MomentumPredictor
 class MoCoV3(MomentumPredictor):
     """MoCo v3: the query (online prediction) of one view against the momentum keys of the other, in-batch negatives.
 
-    Online: backbone -> projector (Linear-BN-ReLU-Linear-BN, ``hidden_dim`` -> ``dim``) ->
+    Online: backbone -> projector (Linear-BN-ReLU-Linear-BN, ``hidden_dim`` -> ``dim``; ``proj_layers=3``
+    adds a hidden Linear-BN-ReLU, the paper's ViT head) ->
     predictor (Linear-BN-ReLU-Linear). Keys: the momentum backbone and projector, momentum
     rising from ``momentum`` to ``final_momentum`` on a cosine schedule. No queue: the keys of
     the (global) batch are the negatives. Loss ``ctr(q1, k2) + ctr(q2, k1)``, ``ctr`` the
@@ -41,6 +42,7 @@ class MoCoV3(MomentumPredictor):
         momentum: float = 0.99,
         final_momentum: float = 1.0,
         hallucination_weight: float = 0.5,
+        proj_layers: int = 2,
     ) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
@@ -54,6 +56,7 @@ class MoCoV3(MomentumPredictor):
             momentum=momentum,
             final_momentum=final_momentum,
             hallucination_weight=hallucination_weight,
+            proj_layers=proj_layers,
         )
         self.temperature = temperature
 
