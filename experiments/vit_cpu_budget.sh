@@ -5,7 +5,7 @@
 # minutes per run, so each method gets about ten minutes of training per pair: 64 MoCo v3 steps (2 x 24 px views)
 # and 48 DINO steps (2 x 24 px global + 4 x 16 px local crops) of 128 images, against the ResNet's 1,600; the lr
 # warm-up is shortened to match (0.05 epoch, ~20 steps). Both arms of a method at once (one thread each), then
-# the final kNN and the online linear probe (RUN/evaluation.json). About an hour in all.
+# the final kNN and the online linear probe (RUN/evaluation.json). About 45 minutes in all.
 # The sweeps resume: finished runs are skipped, interrupted ones continue from their last checkpoint.
 #
 #   bash experiments/vit_cpu_budget.sh [DATA] [OUT]
