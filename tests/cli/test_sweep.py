@@ -64,6 +64,28 @@ def test_a_typo_in_the_grid_stops_before_anything_runs(tmp_path, capsys):
     assert "\n" not in err and not (tmp_path / "sweep").exists()
 
 
+def test_a_hyper_parameter_the_method_lacks_stops_before_anything_runs(tmp_path, capsys):
+    # the quickstart's SimCLR head keys under MoCo v2: caught for every run before the first one trains
+    out = tmp_path / "sweep"
+    code = main(
+        [
+            "sweep",
+            "configs/quickstart.yaml",
+            "--grid",
+            "hallucinator.enabled=false,true",
+            "--output-dir",
+            str(out),
+            "--model.method=mocov2",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        "hallucinator sweep: enabled=false-s0: config error: model.hparams: unknown hyper-parameter(s)"
+    )
+    assert "'head_batchnorm'" in err and "\n" not in err and not out.exists()
+
+
 def test_sweep_runs_resumes_and_tabulates(cifar10_archive: Path, tmp_path: Path, capsys):
     out = tmp_path / "sweep"
     sweep = [

@@ -51,6 +51,10 @@ def test_override_syntax() -> None:
         ("--hallucinator.weight=2", r"hallucinator\.weight: must be in \[0, 1\]"),
         ("--data.crop_size=0", r"data\.crop_size: must be > 0, got 0"),
         ("--trainer.max_epoch=3", r"trainer\.max_epoch: unknown key; allowed keys here: \['max_epochs'"),
+        (
+            "--model.hparams.queue_size=64",
+            r"model\.hparams: unknown hyper-parameter\(s\) \['queue_size'\] for 'simclr'",
+        ),
     ],
 )
 def test_bad_values_name_the_key(override: str, message: str) -> None:

@@ -401,6 +401,12 @@ def validate(config: Config) -> None:
     Changes nothing: the canonical spellings it expects are :func:`normalised`'s (``from_dict`` applies it).
     """
     _choice("model.method", config.model.method, METHOD_NAMES)
+    unknown = sorted(set(config.model.hparams) - set(METHODS[config.model.method].hparams))
+    if unknown:  # here, not only when the model is built, so that `hallucinator sweep` checks all runs up front
+        raise ConfigError(
+            f"model.hparams: unknown hyper-parameter(s) {unknown} for {config.model.method!r}; "
+            f"valid ones are {sorted(METHODS[config.model.method].hparams)}"
+        )
     _positive("model.width", config.model.width)
     h = config.hallucinator
     _positive("hallucinator.num_layers", h.num_layers, allow_zero=True)
