@@ -20,7 +20,15 @@ from hallucinator.evaluation.plots import (
     plot_training_curves,
     read_metrics,
 )
-from hallucinator.evaluation.report import arms_table, group_arms, load_run, paper_table, save_evaluation, write_report
+from hallucinator.evaluation.report import (
+    arms_table,
+    group_arms,
+    load_run,
+    paper_table,
+    save_evaluation,
+    unique_names,
+    write_report,
+)
 from tests.evaluation.conftest import EPOCHS, STEPS_PER_EPOCH, fabricate_checkpoint, write_metrics
 
 STEPS = np.arange(STEPS_PER_EPOCH * EPOCHS)
@@ -187,11 +195,13 @@ def test_report_tables(tmp_path, drawn):
     spread = statistics.stdev([60.0, 61.0])
     assert f"| simclr | 60.50 ± {spread:.2f} | - |" in text  # Table 1 layout: ✗ pooled over 2 seeds, ✓ not run
     assert f"| simclr | 51.00 ± {statistics.stdev([50.0, 52.0]):.2f} | 40.00 |" in text  # kNN version
-    # linear top-1 after the last epoch, then at the best epoch, then the online probe's
+    # linear top-1 after the last epoch, then at the best epoch, then the online probe's; the held-out pos. sim.,
+    # then the training cos(q, k) over the last 20 logged steps (write_metrics: 1 - step / 100), no hallucinated pair
+    train_pos = 1 - STEPS[-20:].mean() / 100
     assert (
-        "| simclr-s0 | simclr | cifar10 | ✗ | - | 3 | 50.00 | 60.00 | 62.00 | 45.00 | 0.500 | - | - | 0.900 | -3.000 | 0.2100 | 10.0 min |"
-        in text
-    )
+        f"| simclr-s0 | simclr | cifar10 | ✗ | - | 3 | 50.00 | 60.00 | 62.00 | 45.00 | 0.500 | {train_pos:.3f} | - | - "
+        "| 0.900 | -3.000 | 0.2100 | 10.0 min |"
+    ) in text
     assert "| hallucinator.enabled=False | simclr | cifar10 | ✗ |" in text and "| 0, 1 |" in text  # two seeds, one arm
     assert "| simclr-s1 | simclr | cifar10 | ✗ | - | 2.05 | 52.00 |" in text
     assert (tmp_path / "report" / "positive_similarity.png").is_file()
@@ -247,11 +257,31 @@ def test_hardness_is_the_mean_of_the_last_logged_steps(tmp_path):
     run = make_run(tmp_path, "hal-s0", hallucinator=True, seed=0)
     path = run / "csv" / "version_1" / "metrics.csv"
     path.parent.mkdir(parents=True)
-    rows = ["epoch,step,train/hal_similarity,train/extrap_similarity"]
-    rows += [f"3,{30 + i},{i / 100},{0.5 + i / 100}" for i in range(30)]  # 30 more steps, values 0.00 ... 0.29
+    rows = ["epoch,step,train/hal_similarity,train/extrap_similarity,train/pos_similarity"]
+    rows += [f"3,{30 + i},{i / 100},{0.5 + i / 100},{0.6 + i / 100}" for i in range(30)]  # 30 more steps, 0.00 ... 0.29
     path.write_text("\n".join(rows) + "\n")
     summary = load_run(run)
-    last20 = [i / 100 for i in range(10, 30)]
-    assert summary.hal_similarity == pytest.approx(statistics.fmean(last20))
-    assert summary.extrap_similarity == pytest.approx(0.5 + statistics.fmean(last20))
-    assert f"| {statistics.fmean(last20):.3f} | {0.5 + statistics.fmean(last20):.3f} |" in arms_table([summary])
+    last20 = statistics.fmean([i / 100 for i in range(10, 30)])
+    assert summary.hal_similarity == pytest.approx(last20)
+    assert summary.extrap_similarity == pytest.approx(0.5 + last20)
+    assert summary.train_pos_similarity == pytest.approx(0.6 + last20)
+    # the three training cosines side by side, in the order of the intended chain cos(q, k) > cos(q', k) > cos(q_hat, k)
+    assert f"| {0.6 + last20:.3f} | {0.5 + last20:.3f} | {last20:.3f} |" in arms_table([summary])
+
+
+def test_labels_are_the_shortest_trailing_paths_that_tell_runs_apart(tmp_path):
+    simclr, mocov2, other = tmp_path / "simclr" / "arm-s0", tmp_path / "mocov2" / "arm-s0", tmp_path / "mocov2" / "b-s0"
+    assert unique_names([simclr, other]) == ["arm-s0", "b-s0"]
+    assert unique_names([simclr, mocov2, other]) == ["simclr/arm-s0", "mocov2/arm-s0", "mocov2/b-s0"]
+
+
+def test_a_legend_of_many_runs_sits_beside_the_axes(tmp_path, drawn):
+    runs = {f"r{i}": make_run(tmp_path, f"r{i}", hallucinator=False, seed=i) for i in range(5)}
+    for chosen in (dict(list(runs.items())[:2]), runs):
+        plot_positive_similarity(chosen, tmp_path / "fig4")
+        ax = drawn[-1].axes[0]
+        legend = ax.get_legend()
+        assert [text.get_text() for text in legend.get_texts()] == list(chosen)
+        anchor = legend.get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+        # 2 runs: anchored to the axes themselves; 5: to the right of them, where no curve is hidden
+        assert anchor.x0 == pytest.approx(0.0 if len(chosen) == 2 else 1.02)

@@ -99,6 +99,14 @@ def _steps_per_epoch(step: np.ndarray, epoch: np.ndarray) -> float:
     return float((np.nanmax(step) + 1) / (np.nanmax(epoch) + 1))
 
 
+def _legend(ax: plt.Axes) -> None:
+    """Inside the axes for a few runs; beside it for more, where it would hide the curves (``_save`` crops tight)."""
+    if len(ax.get_legend_handles_labels()[1]) <= 4:
+        ax.legend()
+    else:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
+
+
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     if window <= 1 or len(values) < window:
         return values
@@ -135,7 +143,7 @@ def plot_positive_similarity(
             )
     ax.set(xlabel="epoch", ylabel="similarity of positive pairs S", title="Similarity of positives during training")
     ax.grid(alpha=0.3)
-    ax.legend()
+    _legend(ax)
     return _save(fig, out)
 
 
@@ -162,8 +170,10 @@ def plot_training_curves(runs: Mapping[str, str | Path], out: str | Path) -> lis
         )
     for ax in (loss_ax, knn_ax):
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend()
+    if knn_ax.lines:
+        _legend(knn_ax)
+    elif loss_ax.lines:
+        _legend(loss_ax)
     return _save(fig, out)
 
 

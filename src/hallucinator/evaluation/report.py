@@ -52,8 +52,12 @@ class RunSummary:
     linear_mode: str | None = None
     online_linear_top1: float | None = None
     pos_similarity: float | None = None
+    """Held-out positive-pair cosine of backbone features (``hallucinator metrics``), else the last training value."""
+    train_pos_similarity: float | None = None
+    """cos(q, k) of the training pair, mean of the last :data:`HARDNESS_STEPS` logged steps: the hardness
+    figures below are in the same (the method's embedding) space, so compare them with this, not ``pos_similarity``."""
     hal_similarity: float | None = None
-    """cos(q_hat, k) of the hallucinated pair, mean of the last :data:`HARDNESS_STEPS` logged steps."""
+    """cos(q_hat, k) of the hallucinated pair, likewise."""
     extrap_similarity: float | None = None
     """cos(q', k) of the extrapolated pair, likewise: ``hal < extrap`` means H made the positive harder."""
     alignment: float | None = None
@@ -207,6 +211,7 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunSummary:
         linear_mode=linear.get("mode"),
         online_linear_top1=evaluation.get("online_linear", {}).get("top1"),
         pos_similarity=representation.get("pos_similarity", _last(metrics, "pos_similarity")),
+        train_pos_similarity=_tail_mean(metrics, "pos_similarity"),
         hal_similarity=_tail_mean(metrics, "hal_similarity"),
         extrap_similarity=_tail_mean(metrics, "extrap_similarity"),
         alignment=representation.get("alignment"),
@@ -230,8 +235,9 @@ COLUMNS = (
     ("linear best top-1", "linear_best_top1"),
     ("online linear top-1", "online_linear_top1"),
     ("pos. sim.", "pos_similarity"),
-    ("hal. sim.", "hal_similarity"),
-    ("extrap. sim.", "extrap_similarity"),
+    ("train cos(q, k)", "train_pos_similarity"),
+    ("train cos(q', k)", "extrap_similarity"),
+    ("train cos(q_hat, k)", "hal_similarity"),
     ("alignment", "alignment"),
     ("uniformity", "uniformity"),
     ("G_2", "g2"),
@@ -244,6 +250,7 @@ DIGITS = {
     "online_linear_top1": 2,
     "pos_similarity": 3,
     "hal_similarity": 3,
+    "train_pos_similarity": 3,
     "extrap_similarity": 3,
     "alignment": 3,
     "uniformity": 3,
@@ -381,8 +388,13 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: 
 
 
 def unique_names(run_dirs: Sequence[str | Path]) -> list[str]:
-    """The runs' folder names, or their paths where two folders share a name: their labels in tables and plots."""
-    names = [Path(d).resolve().name for d in run_dirs]
-    if len(set(names)) == len(names):
-        return names
-    return [str(Path(d)) for d in run_dirs]
+    """The runs' labels in tables and plots: the shortest trailing paths that tell them apart.
+
+    ``runs/a/arm-s0`` and ``runs/b/arm-s0`` -> ``a/arm-s0``, ``b/arm-s0`` (folder names alone where they differ).
+    """
+    parts = [Path(d).resolve().parts for d in run_dirs]
+    for depth in range(1, max(map(len, parts), default=1) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [str(Path(d)) for d in run_dirs]  # the same folder twice: nothing tells them apart
