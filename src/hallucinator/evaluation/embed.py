@@ -14,8 +14,10 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 
 from hallucinator.engine.config import Config
 from hallucinator.evaluation.features import frozen, input_memory_format, resolve_device
+from hallucinator.evaluation.progress import progress_bar
 
 __all__ = ["HEADS", "Embeddings", "check_output", "embed_folder", "load_encoder", "save_embeddings"]
 
@@ -90,13 +93,11 @@ def embed_folder(
     scan, unreadable = readable(everything, probe(everything, cache_dir), skip_unreadable, "--skip-unreadable")
     dataset = FileImageDataset(scan.files, scan.labels, [], size)
     workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
-    loader = batch_loader(
+    loader: Iterable[Any] = batch_loader(
         dataset, batch_size, shuffle=False, drop_last=False, rank=0, world_size=1, num_workers=workers
     )
     if progress:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, desc="embed", unit="batch")
+        loader = progress_bar(loader, desc="embed", unit="batch")
     transform = eval_transform(config.data.dataset, size)
     encoder.to(device)
     memory_format = input_memory_format(encoder)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.fx.experimental.optimization import fuse as fuse_batchnorm
 
 from hallucinator.data.subset import stratified_subset
+from hallucinator.evaluation.progress import progress_bar
 
 Transform = Callable[[Tensor], Tensor]
 # An in-memory uint8 tensor (N, C, H, W), or a dataset indexed by a tensor of indices that
@@ -125,11 +126,9 @@ def random_subset(images: ImageSource, labels: Tensor, limit: int | None, seed: 
 def iterate_batches(num: int, batch_size: int, progress: bool, desc: str) -> Iterator[slice]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    starts = range(0, num, batch_size)
+    starts: Iterable[int] = range(0, num, batch_size)
     if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+        starts = progress_bar(starts, desc=desc, unit="batch", leave=False)
     for start in starts:
         yield slice(start, min(start + batch_size, num))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -35,6 +35,7 @@ from hallucinator.evaluation.features import (
     resolve_device,
 )
 from hallucinator.evaluation.metrics import topk_accuracy
+from hallucinator.evaluation.progress import progress_bar
 
 IMAGENET_LR = 30.0
 IMAGENET_BATCH_SIZE = 256
@@ -124,11 +125,9 @@ def _train_head(
     )
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), gamma=config.gamma)
     generator = torch.Generator().manual_seed(config.seed)
-    epochs = range(config.epochs)
+    epochs: Iterable[int] = range(config.epochs)
     if progress:
-        from tqdm.auto import tqdm
-
-        epochs = tqdm(epochs, desc="linear", unit="epoch")
+        epochs = progress_bar(epochs, desc="linear", unit="epoch")
     history, scores = [], []
     for _ in epochs:
         order = torch.randperm(len(labels), generator=generator).to(labels.device)
