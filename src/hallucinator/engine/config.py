@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from hallucinator.methods import METHOD_NAMES, METHODS
+from hallucinator.methods import METHOD_NAMES, METHODS, check_hparams
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
@@ -401,12 +401,10 @@ def validate(config: Config) -> None:
     Changes nothing: the canonical spellings it expects are :func:`normalised`'s (``from_dict`` applies it).
     """
     _choice("model.method", config.model.method, METHOD_NAMES)
-    unknown = sorted(set(config.model.hparams) - set(METHODS[config.model.method].hparams))
-    if unknown:  # here, not only when the model is built, so that `hallucinator sweep` checks all runs up front
-        raise ConfigError(
-            f"model.hparams: unknown hyper-parameter(s) {unknown} for {config.model.method!r}; "
-            f"valid ones are {sorted(METHODS[config.model.method].hparams)}"
-        )
+    try:  # here, not only when the model is built, so that `hallucinator sweep` checks all runs up front
+        check_hparams(config.model.method, config.model.hparams)
+    except ValueError as error:
+        raise ConfigError(f"model.hparams: {error}") from error
     _positive("model.width", config.model.width)
     h = config.hallucinator
     _positive("hallucinator.num_layers", h.num_layers, allow_zero=True)

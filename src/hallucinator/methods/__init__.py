@@ -8,7 +8,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,13 +125,19 @@ def build(name: str, backbone: nn.Module, hallucinator: HallucinatorChoice = Tru
             (``functools.partial(Hallucinator, num_layers=2)``: the Hallucinator is then built once).
         **hparams: overrides of ``METHODS[name].hparams``.
     """
+    check_hparams(name, hparams)
+    spec = METHODS[name]
+    return spec.cls(backbone, hallucinator=hallucinator, **spec.fixed, **{**spec.hparams, **hparams})
+
+
+def check_hparams(name: str, hparams: Iterable[str]) -> None:
+    """Raises ``ValueError`` naming what is wrong when ``name`` is no method or ``hparams`` are not all its own."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
     spec = METHODS[name]
     unknown = sorted(set(hparams) - set(spec.hparams))
     if unknown:
         raise ValueError(f"unknown hyper-parameter(s) {unknown} for {name!r}; valid ones are {sorted(spec.hparams)}")
-    return spec.cls(backbone, hallucinator=hallucinator, **spec.fixed, **{**spec.hparams, **hparams})
 
 
 __all__ = [
@@ -150,4 +156,5 @@ __all__ = [
     "SimSiam",
     "VICReg",
     "build",
+    "check_hparams",
 ]
