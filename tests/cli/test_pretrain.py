@@ -204,6 +204,22 @@ def test_missing_data_is_one_line_even_with_the_knn_monitor(tmp_path: Path, caps
     assert err.startswith("hallucinator pretrain: cifar10 not found at") and "Traceback" not in err
 
 
+def test_full_cache_disk_is_one_line_not_a_crash(
+    cifar10_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import errno
+    import os
+
+    def no_room(fd: int, offset: int, length: int) -> None:  # a full disk, where memory-map writes would SIGBUS
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_room, raising=False)
+    assert pretrain(cifar10_archive, tmp_path / "run", "--data.cache_dir", str(tmp_path / "cache"), "--no-knn") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hallucinator pretrain: no room in the cache directory") and err.count("\n") == 1
+    assert "for the decoded cifar10 pretrain split (154 MB" in err and "--data.cache_dir" in err
+
+
 def test_corrupt_image_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     image = io.BytesIO()
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image, format="JPEG")

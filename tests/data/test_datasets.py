@@ -128,12 +128,44 @@ def test_cache_is_reused_and_invalidated_by_a_changed_source(odd_modes_folder, t
     monkeypatch.setattr(D, "decode_image", lambda *a, **k: calls.append(a[1]) or original(*a, **k))
     again = build_dataset("imagefolder", root, "train", cache_dir=tmp_path / "cache")
     assert calls == [] and torch.equal(again.images, first.images)
+    build_dataset("imagefolder", root, "train", cache_dir=tmp_path / "cache", image_size=8)  # other options
+    build_dataset("imagefolder", root, "test", cache_dir=tmp_path / "cache")  # other split
+    cached = set((tmp_path / "cache").glob("*.npy"))
     _save_png(root / "train/cat/a.png", Image.fromarray(_rgb(9)))  # new content, size and mtime
     changed = build_dataset("imagefolder", root, "train", cache_dir=tmp_path / "cache")
     assert calls and torch.equal(changed.images[0], _chw(_rgb(9)))
+    # the decodes of the old version (both sizes), which no key reaches again, are deleted; the test split's stays
+    assert torch.equal(first.images, again.images)  # still mapped: deleting does not pull the data from under it
+    now = set((tmp_path / "cache").glob("*.npy"))
+    assert len(cached - now) == 4 and len(now - cached) == 2 and len(now) == 4
+    assert all(path.name.startswith("imagefolder-train-") for path in cached ^ now)
+    calls.clear()
+    build_dataset("imagefolder", root, "test", cache_dir=tmp_path / "cache")
+    assert calls == []
     monkeypatch.setenv("HALLUCINATOR_CACHE", str(tmp_path / "env-cache"))
     build_dataset("imagefolder", root, "test")
     assert list((tmp_path / "env-cache").glob("imagefolder-test-*.images.npy"))
+
+
+def test_full_disk_is_a_one_line_error_before_decoding(odd_modes_folder, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def no_room(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    decoded = []
+    original = D.decode_image
+    monkeypatch.setattr(os, "posix_fallocate", no_room, raising=False)
+    monkeypatch.setattr(D, "decode_image", lambda *a, **k: decoded.append(a[1]) or original(*a, **k))
+    with pytest.raises(
+        ValueError,
+        match=r"^no room in the cache directory .*cache for the decoded imagefolder "
+        r"train split \(0 MB, \d+ MB free\): .* --data.cache_dir \(or \$HALLUCINATOR_CACHE\)",
+    ):
+        build_dataset("imagefolder", odd_modes_folder[0], "train", cache_dir=tmp_path / "cache")
+    # failed before decoding (only the first image was read, for the split's shape), nothing left behind
+    assert len(decoded) == 1 and not list((tmp_path / "cache").glob("*.npy"))
 
 
 def test_dataset_pickles_without_copying_the_memory_map(odd_modes_folder, tmp_path):

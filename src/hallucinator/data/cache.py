@@ -3,8 +3,10 @@
 A split is decoded into ``<cache_dir>/<name>-<split>-<key>.images.npy`` (uint8 ``N x 3 x H x W``)
 plus ``.labels.npy`` (int64) and ``.json`` (class names and the fingerprint of the source). The
 key hashes the source path, its size and modification time and the decoding options, so a
-changed source is decoded again and an unchanged one is never read again. Files are written
-under a temporary name and renamed, so an interrupted decode leaves no half-written cache.
+changed source is decoded again and an unchanged one is never read again; the decode of its old
+version, which no key can reach any more, is then deleted. Files are written under a temporary
+name and renamed, so an interrupted decode leaves no half-written cache; their blocks are
+allocated before decoding, so a full disk is a one-line error, not a SIGBUS from the memory map.
 
 The cache directory is ``cache_dir`` when given, else ``$HALLUCINATOR_CACHE``, else
 ``~/.cache/hallucinator``.
@@ -12,9 +14,11 @@ The cache directory is ``cache_dir`` when given, else ``$HALLUCINATOR_CACHE``, e
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +30,8 @@ __all__ = ["CachedSplit", "default_cache_dir", "fingerprint", "load_or_build", "
 
 # Bump when the decoding itself changes (resize policy, colour conversion): old caches are then ignored.
 FORMAT_VERSION = 1
+# The fields of ``fingerprint`` that change when the source is rewritten in place.
+_CONTENT_FIELDS = ("files", "bytes", "mtime_ns")
 
 
 def default_cache_dir() -> Path:
@@ -99,6 +105,7 @@ def load_or_build(
     tmp_images = Path(f"{stem}.images{suffix}.npy")
     try:
         images = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=shape)
+        _allocate(tmp_images, f"the decoded {name} {split} split")
         labels, classes = fill(images)
         images.flush()
         del images
@@ -113,4 +120,51 @@ def load_or_build(
     finally:
         for leftover in (tmp_images, Path(f"{stem}.labels{suffix}.npy"), Path(f"{stem}.json{suffix}")):
             leftover.unlink(missing_ok=True)
+    _delete_older_versions(cache_dir, key_fields)
     return open_split(images_path)
+
+
+def _allocate(path: Path, what: str) -> None:
+    """Reserves the disk blocks of the (sparse) memory-mapped file ``path``, or says there is no room.
+
+    Writing into a memory map whose file cannot grow kills the process with SIGBUS, with no
+    message; ``posix_fallocate`` fails up front with ENOSPC instead.
+    """
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: no portable way to reserve, write as before
+        return
+    size = path.stat().st_size
+    try:
+        with open(path, "r+b") as file:
+            os.posix_fallocate(file.fileno(), 0, size)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        free = shutil.disk_usage(path.parent).free
+        raise ValueError(
+            f"no room in the cache directory {path.parent} for {what} ({size / 1e6:.0f} MB, "
+            f"{free / 1e6:.0f} MB free): free some disk space there, or set --data.cache_dir "
+            "(or $HALLUCINATOR_CACHE) to a disk with room"
+        ) from None
+
+
+def _delete_older_versions(cache_dir: Path, key_fields: dict[str, object]) -> None:
+    """Deletes this split's caches made from an earlier version of its source (same path, other content).
+
+    No key can reach them again, whatever their decoding options, and each is a full decoded copy
+    (150 MB for CIFAR-10's train split): a source rewritten now and then (a dataset copied afresh)
+    would otherwise fill the disk. A process still reading one keeps its mapping, as an unlinked
+    file lives on until it is unmapped.
+    """
+    current = {k: key_fields.get(k) for k in ("version", *_CONTENT_FIELDS)}
+    for meta_path in cache_dir.glob(f"{key_fields['name']}-{key_fields['split']}-*.json"):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue  # being replaced by another process, or not ours
+        same_source = all(meta.get(k) == key_fields.get(k) for k in ("name", "split", "source"))
+        if not same_source or {k: meta.get(k) for k in current} == current:
+            continue
+        old_stem = str(meta_path)[: -len(".json")]
+        meta_path.unlink(missing_ok=True)  # first: without it the cache counts as incomplete, never half-read
+        for suffix in (".images.npy", ".labels.npy"):
+            Path(old_stem + suffix).unlink(missing_ok=True)
