@@ -131,3 +131,11 @@ def test_sweep_runs_resumes_and_tabulates(cifar10_archive: Path, tmp_path: Path,
     assert printed[1].endswith(
         f"--resume && hallucinator metrics {out}/enabled=true-s1/checkpoints/last.ckpt --json --no-progress"
     )
+
+    # another grid into the same folder: its table covers the runs of both sweeps
+    (out / "sweep.json").write_text(json.dumps({name: "done" for name in names}))
+    more = ["sweep", "configs/base/small.yaml", "--grid", "hallucinator.weight=0.25", "--output-dir", str(out)]
+    assert main([*more, "--data-dir", str(cifar10_archive), "--model.method=mocov2", *TINY, "--json"]) == 0
+    arms = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["arms"]
+    assert sorted(arm["seeds"] for arm in arms) == [[0], [0, 1], [0, 1]]
+    assert (out / "weight=0.25-s0" / "checkpoints" / "last.ckpt").is_file()

@@ -10,8 +10,9 @@ first, so a cut-short sweep still compares all arms), or ``--parallel N`` at onc
 
 Resumable: ``OUTPUT_DIR/sweep.json`` records the runs that finished; rerunning the same command
 skips them and continues an interrupted run from its last checkpoint (``--resume``). At the end
-``OUTPUT_DIR/sweep.md`` holds the arms table of ``hallucinator report`` over the finished runs
-(mean ± sample std over seeds), and ``--json`` ends the output with it as one JSON line.
+``OUTPUT_DIR/sweep.md`` holds the arms table of ``hallucinator report`` over every run finished in
+the folder, also by earlier sweeps with other grids into it (mean ± sample std over seeds), and
+``--json`` ends the output with it as one JSON line.
 """
 
 from __future__ import annotations
@@ -241,8 +242,9 @@ def _sweep(args: argparse.Namespace) -> int:
         return 0
     output_dir.mkdir(parents=True, exist_ok=True)
     failed = _run_all(todo, commands, output_dir, status, args.parallel)
-    finished = [output_dir / r.name for r in runs if status.get(r.name) == "done"]
-    _summarise(finished, output_dir, args.json)
+    # every run finished in the folder, by this sweep or an earlier one into it (a study grows by sweeps)
+    finished = sorted(output_dir / name for name, state in status.items() if state == "done")
+    _summarise([run for run in finished if run.is_dir()], output_dir, args.json)
     if failed:
         print(
             f"sweep: {len(failed)} run(s) failed: {', '.join(failed)}; their logs are in their run directories; "
