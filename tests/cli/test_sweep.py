@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from hallucinator.cli import main
-from hallucinator.cli.sweep import SweepError, parse_grid, plan, split_values
+from hallucinator.cli.sweep import SweepError, by_grid_point, parse_grid, plan, split_values
+from hallucinator.evaluation.report import RunSummary
 
 TINY = [
     "--model.width=8",
@@ -86,6 +87,25 @@ def test_a_hyper_parameter_the_method_lacks_stops_before_anything_runs(tmp_path,
     assert "'head_batchnorm'" in err and "\n" not in err and not out.exists()
 
 
+def _summary(name: str) -> RunSummary:
+    return RunSummary(name, "simclr", "cifar10", True, "-", 1.0, int(name.rsplit("-s", 1)[1]))
+
+
+def test_arms_are_named_by_grid_point_unless_that_is_ambiguous():
+    by_keys = {
+        "hallucinator.train_mode=frozen": [_summary("train_mode=frozen-s0"), _summary("train_mode=frozen-s1")],
+        "hallucinator.train_mode=joint": [_summary("train_mode=joint-s0")],
+    }
+    assert list(by_grid_point(by_keys)) == ["train_mode=frozen", "train_mode=joint"]
+    assert list(by_grid_point(by_keys).values()) == list(by_keys.values())
+    # two spellings of one config pooled into one arm: no single grid point names it
+    pooled = {"a=1": [_summary("warmup_fraction=0-s0"), _summary("enabled=true-s1")], "a=2": [_summary("b-s0")]}
+    assert by_grid_point(pooled) is pooled
+    # one grid point split over two configs (the config edited between two sweeps into the folder)
+    split = {"a=1": [_summary("enabled=true-s0")], "a=2": [_summary("enabled=true-s1")]}
+    assert by_grid_point(split) is split
+
+
 def test_sweep_runs_resumes_and_tabulates(cifar10_archive: Path, tmp_path: Path, capsys):
     out = tmp_path / "sweep"
     sweep = [
@@ -112,13 +132,13 @@ def test_sweep_runs_resumes_and_tabulates(cifar10_archive: Path, tmp_path: Path,
     for name in names:
         assert (out / name / "checkpoints" / "last.ckpt").is_file() and (out / name / "sweep.log").is_file()
     table = (out / "sweep.md").read_text()
-    assert "| hallucinator.enabled=False | mocov2 | cifar10 | ✗ |" in table
-    assert "| hallucinator.enabled=True | mocov2 | cifar10 | ✓ |" in table
+    assert "| enabled=false | mocov2 | cifar10 | ✗ |" in table  # arms named as the grid wrote them
+    assert "| enabled=true | mocov2 | cifar10 | ✓ |" in table
     assert table.count("| 0, 1 |") == 2  # two arms, each pooling seeds 0 and 1
     arms = json.loads(printed.strip().splitlines()[-1])["arms"]
     assert [(arm["arm"], arm["seeds"]) for arm in arms] == [
-        ("hallucinator.enabled=False", [0, 1]),
-        ("hallucinator.enabled=True", [0, 1]),
+        ("enabled=false", [0, 1]),
+        ("enabled=true", [0, 1]),
     ]
 
     # an interrupted run (not recorded as done, checkpoint kept) is resumed; finished ones are skipped
@@ -131,6 +151,8 @@ def test_sweep_runs_resumes_and_tabulates(cifar10_archive: Path, tmp_path: Path,
     assert printed[1].endswith(
         f"--resume && hallucinator metrics {out}/enabled=true-s1/checkpoints/last.ckpt --json --no-progress"
     )
+    assert main(sweep) == 0
+    assert "[1/1] enabled=true-s1: resumed\n" in capsys.readouterr().out
 
     # another grid into the same folder: its table covers the runs of both sweeps
     (out / "sweep.json").write_text(json.dumps({name: "done" for name in names}))

@@ -243,7 +243,7 @@ def test_runs_pool_only_when_their_configs_differ_in_the_seed_alone(tmp_path):
         "data.data_dir=cifar10-5k.tar.gz, trainer.precision=auto": ["subset-s0"],
     }
 
-    table = arms_table([load_run(r) for r in (fp32, fp32_again, bf16, elsewhere)])
+    table = arms_table(group_arms([load_run(r) for r in (fp32, fp32_again, bf16, elsewhere)]))
     assert "| trainer.precision=auto | simclr | cifar10 | ✓ |" in table
     assert f"| 51.33 ± {statistics.stdev([50.0, 54.0, 50.0]):.2f} |" in table
     assert "| 0, 1, 0 ⚠ seed 0 repeated |" in table  # fp32-s0 and moved-s0: the same seed twice is flagged
@@ -266,7 +266,7 @@ def test_hardness_is_the_mean_of_the_last_logged_steps(tmp_path):
     assert summary.extrap_similarity == pytest.approx(0.5 + last20)
     assert summary.train_pos_similarity == pytest.approx(0.6 + last20)
     # the three training cosines side by side, in the order of the intended chain cos(q, k) > cos(q', k) > cos(q_hat, k)
-    assert f"| {0.6 + last20:.3f} | {0.5 + last20:.3f} | {last20:.3f} |" in arms_table([summary])
+    assert f"| {0.6 + last20:.3f} | {0.5 + last20:.3f} | {last20:.3f} |" in arms_table(group_arms([summary]))
 
 
 def test_labels_are_the_shortest_trailing_paths_that_tell_runs_apart(tmp_path):

@@ -29,7 +29,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the report is imported when the runs are done: it pulls in matplotlib
+    from hallucinator.evaluation.report import RunSummary
 
 STATUS_FILE = "sweep.json"
 # evaluations a run may add after pre-training: name -> the evaluation command's arguments
@@ -241,7 +244,7 @@ def _sweep(args: argparse.Namespace) -> int:
             print(" && ".join(shlex.join(["hallucinator", *command[3:]]) for command in run_commands))
         return 0
     output_dir.mkdir(parents=True, exist_ok=True)
-    failed = _run_all(todo, commands, output_dir, status, args.parallel)
+    failed = _run_all(todo, commands, output_dir, status, args.parallel, resumable)
     # every run finished in the folder, by this sweep or an earlier one into it (a study grows by sweeps)
     finished = sorted(output_dir / name for name, state in status.items() if state == "done")
     _summarise([run for run in finished if run.is_dir()], output_dir, args.json)
@@ -261,6 +264,7 @@ def _run_all(
     output_dir: Path,
     status: dict[str, str],
     parallel: int,
+    resumable: set[str],
 ) -> list[str]:
     """Runs the commands, recording each finished run at once; returns the names of the runs that failed."""
     failed: list[str] = []
@@ -272,7 +276,7 @@ def _run_all(
     def one(index: int, planned: PlannedRun) -> None:
         run_dir = output_dir / planned.name
         run_dir.mkdir(parents=True, exist_ok=True)
-        say(f"[{index}/{len(todo)}] {planned.name}: started")
+        say(f"[{index}/{len(todo)}] {planned.name}: {'resumed' if planned.name in resumable else 'started'}")
         started = time.perf_counter()
         code = 0
         for command in commands[planned.name]:
@@ -300,21 +304,35 @@ def _run_all(
     return failed
 
 
+def by_grid_point(arms: dict[str, list[RunSummary]]) -> dict[str, list[RunSummary]]:
+    """The arms named by their grid point as ``--grid`` wrote it (the run directory less ``-s<seed>``).
+
+    Kept as :func:`group_arms` named them (by the config keys that differ) when that is ambiguous: two grid
+    points of one config pooled into one arm, or one grid point split over two (a config edited between sweeps).
+    """
+    points = [{re.sub(r"-s\d+$", "", run.name) for run in members} for members in arms.values()]
+    names = [next(iter(point)) for point in points if len(point) == 1]
+    if len(names) != len(arms) or len(set(names)) != len(names):
+        return arms
+    return dict(zip(names, arms.values()))
+
+
 def _summarise(finished: list[Path], output_dir: Path, as_json: bool) -> None:
     """``OUTPUT_DIR/sweep.md``: the arms table over the finished runs, printed too."""
     from hallucinator.evaluation.report import COLUMNS, arms_table, group_arms, load_run
 
     runs = [load_run(run_dir) for run_dir in finished]
-    table = arms_table(runs) if runs else "no finished runs yet"
+    arms = by_grid_point(group_arms(runs))
+    table = arms_table(arms) if runs else "no finished runs yet"
     (output_dir / "sweep.md").write_text(f"# Sweep {output_dir.name}\n\n{table}\n")
     print(table)
     if as_json:
-        arms = [
+        rows = [
             {
                 "arm": name,
                 "seeds": [r.seed for r in members],
                 **{attr: [getattr(r, attr) for r in members] for _, attr in COLUMNS},
             }
-            for name, members in group_arms(runs).items()
+            for name, members in arms.items()
         ]
-        print(json.dumps({"arms": arms}))
+        print(json.dumps({"arms": rows}))

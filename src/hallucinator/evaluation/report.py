@@ -13,7 +13,7 @@ import json
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -317,14 +317,11 @@ def _seeds(members: Sequence[RunSummary]) -> str:
     return text + (f" ⚠ seed {', '.join(map(str, repeated))} repeated" if repeated else "")
 
 
-def arms_table(runs: Sequence[RunSummary]) -> str:
-    """Runs that differ only in seed pooled: mean ± sample standard deviation, with the seeds.
-
-    The first column names each arm by the config keys that tell it apart from the others.
-    """
+def arms_table(arms: Mapping[str, Sequence[RunSummary]]) -> str:
+    """The arms of :func:`group_arms` (runs that differ only in seed), each a row of mean ± sample std, with the seeds."""
     rows = [
         [name, *(_cell(attr, [getattr(r, attr) for r in members]) for _, attr in COLUMNS), _seeds(members)]
-        for name, members in group_arms(runs).items()
+        for name, members in arms.items()
     ]
     return _markdown(["arm", *(title for title, _ in COLUMNS), "seeds"], rows)
 
@@ -376,7 +373,7 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: 
         "## Table 1 layout (kNN top-1, %)",
         paper_table(runs, "knn_top1"),
         "## Arms (mean ± std over seeds; runs are one arm only when their configs differ in the seed alone)",
-        arms_table(runs),
+        arms_table(group_arms(runs)),
         "## Runs",
         runs_table(runs),
     ]
