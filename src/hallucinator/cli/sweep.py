@@ -235,7 +235,7 @@ def _sweep(args: argparse.Namespace) -> int:
     resumable = {r.name for r in todo if (output_dir / r.name / "checkpoints" / "last.ckpt").is_file()}
     commands = {r.name: _commands(args.config, output_dir, r, extra, r.name in resumable, args.evaluate) for r in todo}
     print(
-        f"sweep: {len(runs)} runs ({len(runs) - len(todo)} finished, {len(resumable)} to resume, "
+        f"sweep: {len(runs)} run{'s' if len(runs) != 1 else ''} ({len(runs) - len(todo)} finished, {len(resumable)} to resume, "
         f"{len(todo) - len(resumable)} to start) in {output_dir}",
         flush=True,
     )
