@@ -9,11 +9,13 @@ loss over the global batch.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 
 from hallucinator import Hallucinator, distributed
@@ -82,6 +84,25 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def _killed_once(rank: int, port: int, out_dir: str) -> None:
+    marker = Path(out_dir) / f"killed{rank}"
+    if not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)  # as gloo's transport aborting the process
+    torch.save({"rank": rank}, Path(out_dir) / f"rank{rank}.pt")
+
+
+def _raises(rank: int, port: int, out_dir: str) -> None:
+    raise ValueError("the code under test failed")
+
+
+def test_run_ranks_retries_a_killed_rank_but_not_a_failing_one(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="SIGKILL"):
+        assert [result["rank"] for result in run_ranks(_killed_once, tmp_path, WORLD)] == [0, 1]
+    with pytest.raises(mp.ProcessRaisedException, match="the code under test failed"):
+        run_ranks(_raises, tmp_path, WORLD)
 
 
 @pytest.fixture(scope="module")
