@@ -305,12 +305,12 @@ def _run_all(
 
 
 def by_grid_point(arms: dict[str, list[RunSummary]]) -> dict[str, list[RunSummary]]:
-    """The arms named by their grid point as ``--grid`` wrote it (the run directory less ``-s<seed>``).
+    """The arms named by their grid point as ``--grid`` wrote it (the run directory less :func:`plan`'s ``-s<seed>``).
 
     Kept as :func:`group_arms` named them (by the config keys that differ) when that is ambiguous: two grid
     points of one config pooled into one arm, or one grid point split over two (a config edited between sweeps).
     """
-    points = [{re.sub(r"-s\d+$", "", run.name) for run in members} for members in arms.values()]
+    points = [{run.name.removesuffix(f"-s{run.seed}") for run in members} for members in arms.values()]
     names = [next(iter(point)) for point in points if len(point) == 1]
     if len(names) != len(arms) or len(set(names)) != len(names):
         return arms
