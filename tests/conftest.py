@@ -14,11 +14,41 @@ import pytest
 import torch
 from PIL import Image
 
+from hallucinator.engine.config import Config, TrainerConfig
+from hallucinator.engine.train import FORCE_PRECISION_VARIABLE
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # HALLUCINATOR_TEST_CIFAR10: the archive elsewhere (a GPU machine without ../shared; experiments/device_check.sh)
 CIFAR10_ARCHIVE = Path(
     os.environ.get("HALLUCINATOR_TEST_CIFAR10", PROJECT_ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
 )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--force-precision",
+        choices=("32-true", "bf16-mixed"),
+        help="what `trainer.precision: auto` resolves to in every test (sets $HALLUCINATOR_FORCE_PRECISION): "
+        "bf16-mixed runs on an AVX2 CPU what an AVX-512 BF16 / AMX one runs, 32-true the other way round",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "precision_sensitive: its outcome could depend on the precision `auto` picks on this CPU; "
+        "tests/test_precision_modes.py runs these under the other precision too",
+    )
+    forced = config.getoption("--force-precision")
+    if forced:  # the environment, so that the runs the tests start in subprocesses see it too
+        os.environ[FORCE_PRECISION_VARIABLE] = forced
+
+
+def auto_precision() -> str:
+    """What ``trainer.precision: auto`` trains in on this CPU, or under ``--force-precision``."""
+    from hallucinator.engine.train import resolve_precision
+
+    return resolve_precision(Config(trainer=TrainerConfig(accelerator="cpu")))[0]
 
 
 @pytest.fixture(autouse=True)

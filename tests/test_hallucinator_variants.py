@@ -109,6 +109,28 @@ def test_guard_gradient_moves_q_hat_not_the_target() -> None:
     assert h.net[0].weight.grad.abs().sum() > 0
 
 
+def test_guard_gradient_reaches_the_encoder_through_h_inputs_not_through_the_target() -> None:
+    """As the docstring says: the target k and the bound are constants in the penalty, but H's inputs q and
+    q' = q + lam (q - k) are not cut, so the gradient reaches q and, through q', k."""
+    torch.manual_seed(0)
+    h = Hallucinator(3, num_layers=2, extrapolation=(0.5, 0.5), guard_weight=1.0, guard_margin=2.0).double()
+    q = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    q_hat, partner = h.pair(q, k)
+    h.guard_penalty(q_hat, partner, q).backward()
+    # independently: k (and the bound) constant where the penalty compares, live only inside q'
+    q_ref = q.detach().clone().requires_grad_(True)
+    k_ref = k.detach().clone().requires_grad_(True)
+    q_prime = q_ref + 0.5 * (q_ref - k_ref)
+    first, second = h.net[0], h.net[2]
+    by_hand = second(torch.relu(first(torch.cat([q_ref, q_prime], dim=1))))
+    bound = F.cosine_similarity(q.detach(), k.detach(), dim=1) - 2.0
+    torch.relu(F.cosine_similarity(by_hand, k.detach(), dim=1) - bound).mean().backward()
+    assert torch.count_nonzero(q.grad) > 0 and torch.count_nonzero(k.grad) > 0
+    torch.testing.assert_close(q.grad, q_ref.grad)
+    torch.testing.assert_close(k.grad, k_ref.grad)
+
+
 def test_bad_variant_options_are_one_line_errors() -> None:
     with pytest.raises(ValueError, match="train_mode must be one of"):
         Hallucinator(4, train_mode="reverse")

@@ -122,6 +122,10 @@ class Hallucinator(nn.Module):
         self.guard_weight = float(guard_weight)
         self.guard_margin = None if guard_margin is None else float(guard_margin)
         self.last_extrapolated: torch.Tensor | None = None
+        # draws the one lam per batch (None: torch's global generator); under data parallelism every process
+        # gets the same, identically seeded one (the engine's PretrainModule does), so lam is one per global
+        # batch while per-sample draws, from each process's own global stream, differ across processes
+        self.batch_generator: torch.Generator | None = None
         self.dim = dim
         self.extrapolation = (beta1, beta2)
         self.per_sample = per_sample
@@ -143,12 +147,13 @@ class Hallucinator(nn.Module):
         return q + lam * (q - k)
 
     def sample_lambda(self, q: torch.Tensor) -> float | torch.Tensor:
-        """One ``lam ~ U(beta1, beta2)`` for the batch, or an ``(N, 1)`` tensor of them with ``per_sample``."""
+        """One ``lam ~ U(beta1, beta2)`` for the batch (from ``batch_generator``), or an ``(N, 1)`` tensor of
+        them with ``per_sample`` (from the global stream of ``q``'s device)."""
         beta1, beta2 = self.extrapolation
         if self.per_sample:
             return torch.empty(q.shape[0], 1, device=q.device, dtype=q.dtype).uniform_(beta1, beta2)
-        # drawn on the CPU generator: a Python float costs no device synchronisation
-        return beta1 + (beta2 - beta1) * torch.rand(()).item()
+        # drawn on a CPU generator: a Python float costs no device synchronisation
+        return beta1 + (beta2 - beta1) * torch.rand((), generator=self.batch_generator).item()
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """``q_hat``, the hallucinated partner of ``k`` (in ``symmetric`` mode, of ``k'``: use :meth:`pair`)."""
@@ -193,7 +198,11 @@ class Hallucinator(nn.Module):
         """Mean ``relu(cos(q_hat, k) - bound)``: 0 when every hallucinated positive is at least as hard
         as the bound, ``cos(q', k)`` (the last :meth:`pair`'s) or ``cos(q, k) - guard_margin``.
 
-        The bound and ``k`` are constants: the penalty moves ``q_hat`` (so ``H``), not the target.
+        The bound and the ``k`` compared with are constants, but ``q_hat = H(concat[q, q'])`` is not cut from
+        its inputs: the penalty's gradient reaches ``H``'s parameters and, through ``q`` and
+        ``q' = q + lam (q - k)``, the encoder (``k`` too where it carries a gradient, as SimCLR's does; a
+        momentum or stop-gradient target does not). That is the guard the study measured (docs/study.md);
+        one on ``H`` alone would evaluate ``H`` on detached inputs.
         """
         k = k.detach()
         with torch.no_grad():

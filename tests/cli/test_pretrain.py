@@ -144,6 +144,36 @@ def test_print_config_applies_short_flags(tmp_path: Path, capsys: pytest.Capture
     assert "temperature: 0.3" in out and "method: mocov2" in out
 
 
+# values YAML would turn into another string, a number, a boolean or null
+LITERAL_VALUES = ["2024_01", "0123", "on", "null", "yes", "1e3", "~", "0x1F", "[a]", "a: b", "12:30"]
+
+
+@pytest.mark.parametrize("value", LITERAL_VALUES)
+@pytest.mark.parametrize("position", ["before", "after"])  # before or after CONFIG (argparse's remainder)
+def test_path_and_name_flags_are_taken_as_typed(value: str, position: str, capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    flags = ["--output-dir", value, "--data-dir", value, "--dataset", value]
+    config = "configs/quickstart.yaml"
+    argv = ["pretrain", *flags, config] if position == "before" else ["pretrain", config, *flags]
+    assert main([*argv, "--print-config"]) == 0, capsys.readouterr().err
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["output_dir"] == value
+    assert resolved["data"]["data_dir"] == value and resolved["data"]["dataset"] == value
+
+
+def test_class_list_flag_is_taken_as_typed(capsys: pytest.CaptureFixture) -> None:
+    argv = ["pretrain", "configs/table2/imagenet200_mocov2_hal.yaml", "--class-list", "0123", "--print-config"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "class_list: '0123'" in capsys.readouterr().out
+
+
+def test_a_dotted_override_wins_over_the_short_flag(capsys: pytest.CaptureFixture) -> None:
+    argv = ["pretrain", "configs/quickstart.yaml", "--output-dir=runs/a", "--output_dir=runs/b", "--print-config"]
+    assert main(argv) == 0
+    assert "output_dir: runs/b" in capsys.readouterr().out
+
+
 def test_resume_with_another_method_is_refused(cifar10_archive: Path, tmp_path: Path, capsys) -> None:
     assert pretrain(cifar10_archive, tmp_path, "--model.method=simclr", "--no-knn") == 0
     saved = (tmp_path / "config.yaml").read_text()
@@ -260,3 +290,20 @@ def test_a_vit_backbone_pretrains_and_loads(cifar10_archive: Path, tmp_path: Pat
     backbone, config = load_backbone(tmp_path / "checkpoints" / "last.ckpt")
     assert config.model.backbone == "vit_tiny" and backbone.patch_embed.patch_size == (4, 4)
     assert backbone(torch.zeros(2, 3, 32, 32)).shape == (2, 192)  # trained on 24 px crops, evaluated at 32 px
+
+
+@pytest.mark.parametrize("command", ["pretrain", "sweep"])
+def test_an_impossible_config_stops_when_read_with_one_line(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """BYOL with a symmetric extrapolation failed only at step 0 inside forward; now before anything runs."""
+    config = "configs/quickstart_byol.yaml"
+    if command == "pretrain":
+        argv = ["pretrain", config, "--hallucinator.extrapolation_mode=symmetric", "--print-config"]
+    else:
+        argv = ["sweep", config, "--grid", "hallucinator.extrapolation_mode=asymmetric,symmetric"]
+        argv += ["--output-dir", str(tmp_path / "sweep")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "hallucinator.extrapolation_mode: BYOL scores its predictions" in err, err
+    assert not (tmp_path / "sweep").exists()

@@ -161,3 +161,45 @@ def test_sweep_runs_resumes_and_tabulates(cifar10_archive: Path, tmp_path: Path,
     arms = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["arms"]
     assert sorted(arm["seeds"] for arm in arms) == [[0], [0, 1], [0, 1]]
     assert (out / "weight=0.25-s0" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_many_runs_finishing_at_once_are_all_recorded(tmp_path: Path) -> None:
+    """Runs of a parallel sweep that end together all reach sweep.json (one shared temporary name raced:
+    FileNotFoundError on its replace, seen in 1 of 2 sweeps of 6 runs at --parallel 3)."""
+    import sys
+    import threading
+
+    from hallucinator.cli.sweep import STATUS_FILE, PlannedRun, _record_done, _run_all
+
+    # 16 threads released together, 10 writes each: the old code lost this race at once here
+    status: dict[str, str] = {}
+    barrier = threading.Barrier(16)
+    errors: list[BaseException] = []
+
+    def finish(thread: int) -> None:
+        try:
+            for i in range(10):
+                barrier.wait()
+                _record_done(tmp_path, status, f"run{thread}-{i}")
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=finish, args=(t,)) for t in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert json.loads((tmp_path / STATUS_FILE).read_text()) == {
+        f"run{t}-{i}": "done" for t in range(16) for i in range(10)
+    }
+    assert [p.name for p in tmp_path.iterdir()] == [STATUS_FILE]  # no temporary left behind
+
+    # and through the sweep's runner: 24 instant runs at --parallel 8
+    out = tmp_path / "sweep"
+    out.mkdir()
+    todo = [PlannedRun(f"r{i}-s0", 0, ()) for i in range(24)]
+    commands = {run.name: [[sys.executable, "-c", "pass"]] for run in todo}
+    status = {}
+    assert _run_all(todo, commands, out, status, parallel=8, resumable=set()) == []
+    assert json.loads((out / STATUS_FILE).read_text()) == {run.name: "done" for run in todo}

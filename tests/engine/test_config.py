@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from hallucinator.engine.config import (
     validate,
 )
 from hallucinator.engine.optim import lr_factor, warmup_weight
+from hallucinator.methods import METHOD_NAMES
 
 
 def test_base_inheritance_and_overrides(tmp_path: Path) -> None:
@@ -122,15 +124,43 @@ def test_class_list_is_for_imagenet200_only() -> None:
         load_config(None, ["--data.class_list=random"])
 
 
-def test_symmetric_extrapolation_is_refused_for_simsiam() -> None:
-    assert (
-        load_config(None, ["--hallucinator.extrapolation_mode=symmetric"]).hallucinator.extrapolation_mode
-        == "symmetric"
-    )
-    with pytest.raises(ConfigError, match="hallucinator.extrapolation_mode: SimSiam"):
-        load_config(None, ["--model.method=simsiam", "--hallucinator.extrapolation_mode=symmetric"])
+# the methods whose losses score predictions against stop-gradient targets (docs/methods.md)
+STOP_GRADIENT_METHODS = {"simsiam", "byol", "mocov3", "nnclr", "dino"}
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_symmetric_extrapolation_is_refused_when_read_for_stop_gradient_methods(method: str) -> None:
+    """Refused by validate (so --print-config and the sweep), not at step 0 inside forward."""
+    overrides = [f"--model.method={method}", "--hallucinator.extrapolation_mode=symmetric"]
+    if method in STOP_GRADIENT_METHODS:
+        with pytest.raises(ConfigError, match=r"^hallucinator.extrapolation_mode: \w+ scores its predictions"):
+            load_config(None, overrides)
+        # without the Hallucinator the mode is moot
+        load_config(None, [*overrides, "--hallucinator.enabled=false"])
+    else:
+        assert load_config(None, overrides).hallucinator.extrapolation_mode == "symmetric"
     with pytest.raises(ConfigError, match=r"hallucinator.extrapolation_mode: 'mirror' is not one of"):
         load_config(None, ["--hallucinator.extrapolation_mode=mirror"])
+
+
+@pytest.mark.parametrize("method", sorted(STOP_GRADIENT_METHODS))
+def test_the_method_refuses_a_symmetric_hallucinator_when_built(method: str) -> None:
+    from hallucinator import Hallucinator, backbones, methods
+
+    backbone = backbones.build("resnet18", cifar_stem=True, width=4)
+    factory = partial(Hallucinator, extrapolation_mode="symmetric")
+    with pytest.raises(ValueError, match="stop-gradient targets"):
+        methods.build(method, backbone, hallucinator=factory)
+
+
+@pytest.mark.parametrize("method", ["mocov2", "nnclr"])
+def test_a_queue_the_global_batch_does_not_divide_is_refused_when_read(method: str) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"^model.hparams.queue_size: 4096 is not a multiple of the 96 keys enqueued per step \(data.batch_size=96\)",
+    ):
+        load_config(None, [f"--model.method={method}", "--model.hparams.queue_size=4096", "--data.batch_size=96"])
+    assert load_config(None, [f"--model.method={method}", "--model.hparams.queue_size=4096", "--data.batch_size=128"])
 
 
 def test_hallucinator_variant_keys_reach_the_module_and_bad_values_name_the_key() -> None:
@@ -149,3 +179,20 @@ def test_hallucinator_variant_keys_reach_the_module_and_bad_values_name_the_key(
         load_config(None, ["--hallucinator.adversarial_strength=2"])
     with pytest.raises(ConfigError, match="hallucinator.guard_weight: the hardness guard needs train_mode joint"):
         load_config(None, ["--hallucinator.train_mode=frozen", "--hallucinator.guard_weight=1"])
+
+
+def test_concat_loss_form_is_read_for_simclr_and_moco_and_refused_elsewhere() -> None:
+    from hallucinator.engine.module import build_method
+
+    concat = ["--hallucinator.loss_form=concat", "--model.width=4"]
+    for method in ("simclr", "mocov1", "mocov2"):
+        assert build_method(load_config(None, [f"--model.method={method}", *concat])).loss_form == "concat"
+    with pytest.raises(ConfigError, match=r"^hallucinator.loss_form: BYOL has no concatenated loss form"):
+        load_config(None, ["--model.method=byol", *concat])
+    with pytest.raises(ConfigError, match=r"^hallucinator.warmup_fraction: loss_form concat is one loss"):
+        load_config(None, [*concat, "--hallucinator.warmup_fraction=0.5"])
+    with pytest.raises(ConfigError, match=r"^hallucinator.loss_form: 'sum' is not one of"):
+        load_config(None, ["--hallucinator.loss_form=sum"])
+    # MoCo's queue then takes 2N keys a step
+    with pytest.raises(ConfigError, match=r"^model.hparams.queue_size: 384 is not a multiple of the 256 keys"):
+        load_config(None, ["--model.method=mocov2", *concat, "--data.batch_size=128", "--model.hparams.queue_size=384"])

@@ -285,3 +285,49 @@ def test_a_legend_of_many_runs_sits_beside_the_axes(tmp_path, drawn):
         anchor = legend.get_bbox_to_anchor().transformed(ax.transAxes.inverted())
         # 2 runs: anchored to the axes themselves; 5: to the right of them, where no curve is hidden
         assert anchor.x0 == pytest.approx(0.0 if len(chosen) == 2 else 1.02)
+
+
+def test_budget_curve_pools_seeds_per_arm_and_budget_and_draws_one_line_per_arm(tmp_path, drawn):
+    from hallucinator.evaluation.report import budget_curve, budget_table, load_run, write_budget_curve
+
+    knn = {  # (hallucinator, steps, seed) -> kNN top-1
+        (False, 1600, 0): 54.0,
+        (False, 1600, 1): 56.0,
+        (False, 6400, 0): 70.0,
+        (True, 1600, 0): 50.0,
+        (True, 6400, 0): 68.0,
+        (True, 6400, 1): 69.0,
+    }
+    runs = []
+    for (hallucinator, steps, seed), top1 in knn.items():
+        run = make_run(
+            tmp_path,
+            f"{hallucinator}-{steps}-s{seed}",
+            hallucinator=hallucinator,
+            seed=seed,
+            evaluation={"knn": {"top1": top1}, "train": {"epochs": steps / 390.625}},
+        )
+        set_config(run, "trainer.max_steps", steps)
+        runs.append(load_run(run))
+    curves = budget_curve(runs)
+    assert set(curves) == {"hallucinator.enabled=False", "hallucinator.enabled=True"}
+    assert curves["hallucinator.enabled=False"] == [(4.1, 55.0, pytest.approx(math.sqrt(2))), (16.4, 70.0, None)]
+    assert curves["hallucinator.enabled=True"] == [(4.1, 50.0, None), (16.4, 68.5, pytest.approx(math.sqrt(0.5)))]
+    table = budget_table(curves)
+    assert "| arm | 4.1 epochs | 16.4 epochs |" in table
+    assert "| hallucinator.enabled=True | 50.00 | 68.50 ± 0.71 |" in table
+    paths = write_budget_curve(runs, tmp_path / "curve.png")
+    assert [p.name for p in paths] == ["curve.png", "curve.svg"] and all(p.stat().st_size > 0 for p in paths)
+    (ax,) = drawn[-1].axes
+    # errorbar() draws a container per arm: its label, its data line and its bars
+    lines = {
+        c.get_label(): (np.asarray(c.lines[0].get_xdata(), float), np.asarray(c.lines[0].get_ydata(), float))
+        for c in ax.containers
+    }
+    assert set(lines) == set(curves) and set(ax.get_legend_handles_labels()[1]) == set(curves)
+    np.testing.assert_allclose(lines["hallucinator.enabled=True"][1], [50.0, 68.5])
+    np.testing.assert_allclose(lines["hallucinator.enabled=False"][0], [4.1, 16.4])
+    # the error bars: one bar per point with a spread (their half-lengths are the sample std)
+    bars = [c for c in ax.collections if c.get_segments()]
+    half_lengths = sorted(abs(seg[1][1] - seg[0][1]) / 2 for c in bars for seg in c.get_segments())
+    np.testing.assert_allclose(half_lengths, sorted([0, 0, math.sqrt(2), math.sqrt(0.5)]), atol=1e-9)

@@ -152,3 +152,32 @@ def test_moco_on_the_shared_momentum_and_queue_helpers_is_bit_identical_to_the_o
     assert torch.equal(new_losses, old_losses)
     assert new_state.keys() == old_state.keys()
     assert all(torch.equal(new_state[key], old_state[key]) for key in new_state), "state differs"
+
+
+def _info_nce_by_hand(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    q, k = F.normalize(q, dim=1).double(), F.normalize(k, dim=1).double()
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.double().T], dim=1) / temperature
+    return -(logits[:, 0] - torch.logsumexp(logits, dim=1)).mean()
+
+
+def test_concat_loss_form_is_one_info_nce_over_both_pairs_and_enqueues_every_key_twice(tiny_net, views) -> None:
+    """The authors' code: [q; q_hat] against [k; k] in one InfoNCE, [k; k] enqueued (the pointer moves 2N)."""
+    torch.manual_seed(0)
+    hallucinator = Hallucinator(dim=4, num_layers=0, extrapolation=(0.3, 0.3))
+    model = MoCo(tiny_net(), hallucinator=hallucinator, dim=4, queue_size=32, shuffle_bn_splits=1, loss_form="concat")
+    model.train()
+    queue = model.queue.clone()
+    out = model(*views)
+    n = views[0].shape[0]
+    with torch.no_grad():
+        q = model.projector(model.backbone(views[0]))
+        k = _keys(model, views[1])  # TinyNet has no BatchNorm: the momentum encoder as the step used it
+        q_hat = 1.3 * q - 0.3 * k
+        joint = _info_nce_by_hand(torch.cat([q, q_hat]), torch.cat([k, k]), queue, model.temperature)
+    torch.testing.assert_close(out["loss"].double(), joint)
+    torch.testing.assert_close(out["loss_original"].double(), _info_nce_by_hand(q, k, queue, model.temperature))
+    assert int(model.queue_ptr) == 2 * n
+    torch.testing.assert_close(model.queue[: 2 * n], torch.cat([k, k]))
+    torch.testing.assert_close(model.queue[2 * n :], queue[2 * n :])
+    with pytest.raises(ValueError, match="queue_size=24 is not a multiple of the global batch size 16"):
+        MoCo(tiny_net(), hallucinator=True, dim=4, queue_size=24, shuffle_bn_splits=1, loss_form="concat")(*views)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hallucinator import Hallucinator
 from hallucinator.losses import nt_xent
-from hallucinator.methods import SimCLR
+from hallucinator.methods import BYOL, SimCLR
+from hallucinator.methods.base import check_loss_form
 
 
 def test_head_is_linear_bn_relu_linear_with_the_backbone_width(tiny_net) -> None:
@@ -82,3 +84,23 @@ def test_hal_similarity_and_the_symmetric_comparison_point(tiny_net, views) -> N
         torch.testing.assert_close(out["hal_similarity"], F.cosine_similarity(*pair).mean())
         torch.testing.assert_close(out["loss_hallucinated"], nt_xent(*pair, 0.5))
         assert not out["hal_similarity"].requires_grad
+
+
+def test_concat_loss_form_is_one_nt_xent_over_q_and_q_hat_against_k_twice(tiny_net, views) -> None:
+    """The authors' code: NT-Xent over the 4N rows [q; q_hat; k; k], each positive's duplicate a negative."""
+    torch.manual_seed(0)
+    hallucinator = Hallucinator(dim=5, num_layers=0, extrapolation=(0.3, 0.3))
+    model = SimCLR(tiny_net(), hallucinator=hallucinator, dim=5, temperature=0.4, loss_form="concat").eval()
+    out = model(*views)
+    with torch.no_grad():
+        q, k = (model.projector(model.backbone(v)) for v in views)
+        rows = F.normalize(torch.cat([q, 1.3 * q - 0.3 * k, k, k]), dim=1).double()
+        m = rows.shape[0] // 2  # anchors 0..m-1 pair with m..2m-1
+        logits = rows @ rows.T / 0.4
+        logits.fill_diagonal_(float("-inf"))
+        positive = torch.cat([torch.arange(m, 2 * m), torch.arange(m)])
+        by_hand = -logits.log_softmax(dim=1)[torch.arange(2 * m), positive].mean()
+    torch.testing.assert_close(out["loss"].double(), by_hand)
+    assert "loss_hallucinated" in out and out["loss_original"].requires_grad is False
+    with pytest.raises(ValueError, match="BYOL has no concatenated loss form"):
+        check_loss_form(BYOL, "concat", None)

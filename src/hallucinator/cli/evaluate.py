@@ -112,6 +112,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("runs", nargs="+", metavar="RUN_DIR")
     report.add_argument("--out", default="report", help="output directory (default: report)")
     report.add_argument("--names", nargs="+", help="run labels (default: directory names)")
+    report.add_argument(
+        "--budget-curve",
+        metavar="PNG",
+        help="also draw kNN top-1 against epochs, one line per arm (runs that differ only in their length and "
+        "seed), error bars over seeds, to PNG (and SVG beside it)",
+    )
     report.set_defaults(func=_command("report", run_report))
 
 
@@ -369,4 +375,12 @@ def run_report(args: argparse.Namespace) -> dict[str, Any]:
     report = write_report(list(runs.values()), args.out, names=list(runs))
     print(report.read_text())
     print(f"written: {report}")
-    return {"report": str(report)}
+    figures: dict[str, Any] = {"report": str(report)}
+    if args.budget_curve:
+        from hallucinator.evaluation.report import budget_curve, load_run, write_budget_curve
+
+        summaries = [load_run(run_dir, name) for name, run_dir in runs.items()]
+        paths = write_budget_curve(summaries, args.budget_curve)
+        print(f"written: {', '.join(map(str, paths))}")
+        figures["budget_curve"] = {arm: points for arm, points in budget_curve(summaries).items()}
+    return figures

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
@@ -83,7 +84,10 @@ def register(subparsers: Any) -> None:
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
-    """The dotted overrides: the short flags first, then the explicit ones (which win)."""
+    """The dotted overrides: the short flags first, then the explicit ones (which win).
+
+    Only ``--section.key=value`` values are YAML; a short flag's value reaches the config as argparse typed it.
+    """
     # flags given after CONFIG land in the remainder; parse them out of it
     late = argparse.ArgumentParser(add_help=False)
     _add_short_flags(late)
@@ -93,7 +97,8 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
         for flag, key in SHORT_FLAGS.items():
             value = getattr(source, flag)
             if value is not None:
-                overrides.append(f"--{key}={value}")
+                # a JSON scalar is YAML that reads back as itself: --output-dir 2024_01 / on / null stays that string
+                overrides.append(f"--{key}={json.dumps(value)}")
         if source.no_hallucinator:
             overrides.append("--hallucinator.enabled=false")
         if source.no_online_linear:

@@ -25,6 +25,8 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -104,11 +106,29 @@ def _read_status(output_dir: Path) -> dict[str, str]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _write_status(output_dir: Path, status: dict[str, str]) -> None:
+_STATUS_LOCK = threading.Lock()
+
+
+def _record_done(output_dir: Path, status: dict[str, str], name: str) -> None:
+    """Marks run ``name`` done in ``status`` and in ``OUTPUT_DIR/sweep.json``; safe from many threads at once.
+
+    The lock serialises the runs that finish together under ``--parallel`` (one shared temporary name raced:
+    the second ``replace`` found the first one's file gone); the temporary is also unique per write, so two
+    sweeps into one folder cannot remove each other's. The replace is atomic: a sweep killed mid-write keeps
+    the previous record.
+    """
     path = output_dir / STATUS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(status, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)  # atomic: a sweep killed mid-write keeps the previous record
+    with _STATUS_LOCK:
+        status[name] = "done"
+        text = json.dumps(status, indent=2, sort_keys=True) + "\n"
+        descriptor, tmp = tempfile.mkstemp(dir=output_dir, prefix=f".{STATUS_FILE}.", suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                file.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def _add_sweep_flags(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -289,8 +309,7 @@ def _run_all(
                 break
         minutes = (time.perf_counter() - started) / 60
         if code == 0:
-            status[planned.name] = "done"
-            _write_status(output_dir, status)
+            _record_done(output_dir, status, planned.name)
         else:
             failed.append(planned.name)
         say(

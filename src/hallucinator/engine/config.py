@@ -27,12 +27,12 @@ from typing import Any
 
 import yaml
 
+from hallucinator.hallucinator import EXTRAPOLATION_MODES, TRAIN_MODES
 from hallucinator.methods import METHOD_NAMES, METHODS, check_hparams
+from hallucinator.methods.base import LOSS_FORMS, check_loss_form, unsupported_extrapolation
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
-EXTRAPOLATION_MODES = ("asymmetric", "symmetric")
-TRAIN_MODES = ("joint", "adversarial", "frozen")  # hallucinator.TRAIN_MODES; this module stays torch-free
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # "auto": bf16 autocast on a GPU that supports it and on a CPU with native bf16 (AVX-512 BF16 / AMX),
 # fp32 elsewhere (engine.train.resolve_precision; measurements in docs/training.md).
@@ -77,6 +77,9 @@ class HallucinatorConfig:
     """The guard's bound: ``None`` = ``cos(q', k)``; a number ``m`` = ``cos(q, k) - m``."""
     weight: float = 0.5
     """Weight ``w`` of the hallucinated loss: ``(1 - w) * original + w * hallucinated`` (paper: 0.5)."""
+    loss_form: str = "average"
+    """``average`` (the paper's text: the weighted average above) or ``concat`` (the authors' code, SimCLR
+    and MoCo v1/v2: one loss over ``[q; q_hat]`` against ``[k; k]``; no weight, no warm-up)."""
     warmup_epochs: float = 0.0
     """Ramp ``w`` linearly from 0 over this many epochs (0 = off, the paper's recipe)."""
     warmup_fraction: float = 0.0
@@ -409,11 +412,11 @@ def validate(config: Config) -> None:
     h = config.hallucinator
     _positive("hallucinator.num_layers", h.num_layers, allow_zero=True)
     _choice("hallucinator.extrapolation_mode", h.extrapolation_mode, EXTRAPOLATION_MODES)
-    if h.extrapolation_mode == "symmetric" and config.model.method == "simsiam":
-        raise ConfigError(
-            "hallucinator.extrapolation_mode: SimSiam's stop-gradient targets leave nothing to extrapolate "
-            "symmetrically; use asymmetric"
-        )
+    spec = METHODS[config.model.method]
+    # the method's own declarations, so that `--print-config` and `hallucinator sweep` refuse what step 0 would
+    if h.enabled and h.extrapolation_mode not in spec.cls.extrapolation_modes:  # type: ignore[attr-defined]
+        message = unsupported_extrapolation(spec.cls.__name__, h.extrapolation_mode)
+        raise ConfigError(f"hallucinator.extrapolation_mode: {message}")
     if not h.extrapolation[0] <= h.extrapolation[1]:
         raise ConfigError(f"hallucinator.extrapolation: need beta1 <= beta2, got {list(h.extrapolation)}")
     if not 0.0 <= h.weight <= 1.0:
@@ -429,6 +432,23 @@ def validate(config: Config) -> None:
             f"hallucinator.guard_weight: the hardness guard needs train_mode joint, got {h.train_mode!r}; "
             "set hallucinator.guard_weight=0 or hallucinator.train_mode=joint"
         )
+    _choice("hallucinator.loss_form", h.loss_form, LOSS_FORMS)
+    if h.enabled and h.loss_form == "concat":
+        try:
+            check_loss_form(spec.cls, h.loss_form, None)  # type: ignore[arg-type]
+        except ValueError as error:
+            raise ConfigError(f"hallucinator.loss_form: {error}") from error
+        for key, value, default in (
+            ("weight", h.weight, 0.5),
+            ("warmup_epochs", h.warmup_epochs, 0.0),
+            ("warmup_fraction", h.warmup_fraction, 0.0),
+            ("guard_weight", h.guard_weight, 0.0),
+        ):
+            if value != default:
+                raise ConfigError(
+                    f"hallucinator.{key}: loss_form concat is one loss over both pairs, which {key} cannot weigh; "
+                    f"set hallucinator.{key}={default} or hallucinator.loss_form=average"
+                )
     _positive("hallucinator.warmup_epochs", h.warmup_epochs, allow_zero=True)
     if not 0.0 <= h.warmup_fraction <= 1.0:
         raise ConfigError(f"hallucinator.warmup_fraction: must be in [0, 1], got {h.warmup_fraction}")
@@ -440,6 +460,15 @@ def validate(config: Config) -> None:
     _validate_crops(config)
     _positive("data.center_crop_warmup_epochs", d.center_crop_warmup_epochs, allow_zero=True)
     _positive("data.batch_size", d.batch_size)
+    queue_size = {**spec.hparams, **config.model.hparams}.get("queue_size")
+    # every enqueue writes one block (methods.memory): the global batch, twice over with MoCo's concat form
+    enqueued = d.batch_size * (2 if h.enabled and h.loss_form == "concat" else 1)
+    if isinstance(queue_size, int) and queue_size % enqueued:
+        raise ConfigError(
+            f"model.hparams.queue_size: {queue_size} is not a multiple of the {enqueued} keys enqueued per step "
+            f"(data.batch_size={d.batch_size}{' x 2, loss_form concat' if enqueued > d.batch_size else ''}); set "
+            "model.hparams.queue_size to a multiple of it or use a batch size that divides it"
+        )
     _positive("data.num_workers", d.num_workers, allow_zero=True)
     if d.image_size is not None:
         _positive("data.image_size", d.image_size)

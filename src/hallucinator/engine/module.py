@@ -33,6 +33,18 @@ def step_seed(seed: int, step: int, rank: int | None = None) -> int:
     return value % (2**63 - 1)
 
 
+def seed_model_randomness(seed: int, step: int, rank: int, shared: torch.Generator) -> None:
+    """Seeds the model's random draws of one step, a pure function of ``(seed, step, rank)``.
+
+    ``shared`` (the Hallucinator's ``batch_generator``) is seeded alike on every process: one ``lam`` per
+    global batch. Torch's global generators get a stream of the process's own, for what must differ across
+    processes: per-sample ``lam``, dropout and drop-path masks. Rank 0's stream is the single-process one,
+    so a 1-process run draws what it drew before ranks had streams of their own.
+    """
+    shared.manual_seed(step_seed(seed, step))
+    torch.manual_seed(step_seed(seed, step, rank) if rank else step_seed(seed, step))
+
+
 def build_method(config: Config) -> SSLMethod:
     """The backbone, method and Hallucinator described by ``config``."""
     model = config.model
@@ -58,7 +70,12 @@ def build_method(config: Config) -> SSLMethod:
     )
     try:
         return methods.build(
-            model.method, backbone, hallucinator=configured, hallucination_weight=h.weight, **model.hparams
+            model.method,
+            backbone,
+            hallucinator=configured,
+            loss_form=h.loss_form if h.enabled else "average",
+            hallucination_weight=h.weight,
+            **model.hparams,
         )
     except (TypeError, ValueError) as error:
         raise ConfigError(f"model.hparams: {error}") from error
@@ -116,9 +133,9 @@ class PretrainModule(pl.LightningModule):
     :class:`OnlineLinear` probe is trained on the detached view-1 features the method returns.
 
     The two views are made on the device after the batch is transferred, with a generator
-    seeded from ``(seed, step, rank)``; the model's own randomness (the Hallucinator's
-    ``lam``, MoCo's shuffle) is seeded from ``(seed, step)``. A resumed run therefore draws
-    exactly what the uninterrupted run would have drawn.
+    seeded from ``(seed, step, rank)``; the model's own randomness by :func:`seed_model_randomness`
+    (the one ``lam`` per batch shared by all processes; per-sample ``lam``, MoCo's shuffle, dropout and
+    drop-path per process). A resumed run therefore draws exactly what the uninterrupted run would have drawn.
 
     Example:
         >>> module = PretrainModule(load_config("configs/quickstart.yaml"), steps_per_epoch=97, num_classes=10)
@@ -155,6 +172,10 @@ class PretrainModule(pl.LightningModule):
             self.method.to(memory_format=torch.channels_last)
         self.diverged: str | None = None
         self._generator: torch.Generator | None = None
+        self._shared_generator = torch.Generator()
+        for module in self.method.modules():
+            if isinstance(module, Hallucinator):
+                module.batch_generator = self._shared_generator
         probe = None
         if config.trainer.online_linear and num_classes >= 2:
             probe = OnlineLinear(self.method.num_features, num_classes, lr=config.trainer.online_linear_lr)
@@ -195,8 +216,7 @@ class PretrainModule(pl.LightningModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is None or not self.trainer.training:
             return batch
-        # model-side randomness, the same on every process (one lam per global batch)
-        torch.manual_seed(step_seed(self.config.seed, self.global_step))
+        seed_model_randomness(self.config.seed, self.global_step, self.global_rank, self._shared_generator)
         images, labels = batch
         return (*self._views(images), labels)
 

@@ -12,6 +12,7 @@ Run directory (``config.output_dir``)::
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterator, Sequence
@@ -110,8 +111,13 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+FORCE_PRECISION_VARIABLE = "HALLUCINATOR_FORCE_PRECISION"
+"""``32-true`` or ``bf16-mixed``: what ``precision: auto`` resolves to, whatever the machine (tests/conftest.py)."""
+
+
 def resolve_precision(config: Config) -> tuple[str, str]:
-    """The precision to train in and why: ``auto`` is bf16 autocast on a bf16 GPU or a CPU with native bf16.
+    """The precision to train in and why: ``auto`` is bf16 autocast on a bf16 GPU or a CPU with native bf16
+    (or what ``$HALLUCINATOR_FORCE_PRECISION`` says, a test mode).
 
     Returns ``(precision, reason)``; the reason is a short sentence for the run's log.
     """
@@ -126,6 +132,12 @@ def resolve_precision(config: Config) -> tuple[str, str]:
         )
     if precision != "auto":
         return precision, f"trainer.precision: {precision} (set in the config)"
+    forced = os.environ.get(FORCE_PRECISION_VARIABLE)
+    if forced:
+        # a test mode: an AVX2 machine runs what `auto` picks on an AMX one (and the other way round)
+        if forced not in ("32-true", "bf16-mixed"):
+            raise ConfigError(f"${FORCE_PRECISION_VARIABLE}: {forced!r} is not one of ['32-true', 'bf16-mixed']")
+        return forced, f"trainer.precision auto: {forced}, forced by ${FORCE_PRECISION_VARIABLE}"
     if gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed", f"trainer.precision auto: bf16-mixed, the GPU ({torch.cuda.get_device_name()}) has bf16"
     if on_cpu:

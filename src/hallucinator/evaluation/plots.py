@@ -7,6 +7,7 @@
   Gaussian KDE in R^2, the histogram of angles and per-class angle densities, with the
   ``G_2`` figure; a uniform reference and the runs side by side.
 - :func:`plot_training_curves`: loss and kNN top-1 over epochs.
+- :func:`plot_budget_curve`: a figure against the training budget, one line per arm, error bars over seeds.
 """
 
 from __future__ import annotations
@@ -250,4 +251,29 @@ def plot_feature_distribution(
             class_ax.legend(fontsize="small")
     fig.suptitle(f"Feature distribution on the circle ({reduce.upper()} to 2-D, L2-normalised)")
     fig.tight_layout()
+    return _save(fig, out)
+
+
+def plot_budget_curve(
+    curves: Mapping[str, Sequence[tuple[float, float, float | None]]], out: str | Path, ylabel: str = "kNN top-1 (%)"
+) -> list[Path]:
+    """``curves``: arm -> ``(epochs, mean, std or None)`` points; one line per arm, error bars where there is a std.
+
+    Example:
+        >>> plot_budget_curve({"plain": [(4, 54.3, 1.0), (16, 70.1, None)]}, "budget_curve.png")
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for arm, points in curves.items():
+        points = sorted(points)
+        epochs = [p[0] for p in points]
+        means = [p[1] for p in points]
+        errors = [p[2] if p[2] is not None else 0.0 for p in points]
+        ax.errorbar(epochs, means, yerr=errors, marker="o", capsize=3, label=arm)
+    ax.set_xscale("log", base=2)
+    ticks = sorted({p[0] for points in curves.values() for p in points})
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set_xlabel("pre-training epochs (log scale)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    _legend(ax)
     return _save(fig, out)

@@ -14,7 +14,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import yaml
 from hallucinator.evaluation.plots import (
     metric_series,
     metrics_files,
+    plot_budget_curve,
     plot_positive_similarity,
     plot_training_curves,
     read_metrics,
@@ -348,6 +349,55 @@ def paper_table(runs: Sequence[RunSummary], metric: str = "linear_top1") -> str:
     return _markdown(header, rows)
 
 
+BUDGET_KEYS = ("trainer.max_steps", "trainer.max_epochs")
+"""The keys that set a run's length: a budget curve's arm is the recipe less these."""
+
+
+def budget_curve(
+    runs: Sequence[RunSummary], metric: str = "knn_top1"
+) -> dict[str, list[tuple[float, float, float | None]]]:
+    """Arm -> ``(epochs, mean, sample std or None)`` of ``metric`` over seeds, at each budget the arm was run at.
+
+    An arm is the recipe less :data:`BUDGET_KEYS` (runs of one arm at 4 and 16 epochs are one line), named
+    by the keys that tell the arms apart; runs without the figure or the epochs are left out.
+    """
+    lengthless = [
+        replace(run, recipe={k: v for k, v in run.recipe.items() if k not in BUDGET_KEYS})
+        for run in runs
+        if getattr(run, metric) is not None and run.epochs is not None
+    ]
+    curves: dict[str, list[tuple[float, float, float | None]]] = {}
+    for name, members in group_arms(lengthless).items():
+        by_budget: dict[float, list[float]] = defaultdict(list)
+        for run in members:
+            assert run.epochs is not None
+            by_budget[round(run.epochs, 1)].append(getattr(run, metric))
+        curves[name] = [
+            (epochs, statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
+            for epochs, values in sorted(by_budget.items())
+        ]
+    return curves
+
+
+def budget_table(curves: Mapping[str, Sequence[tuple[float, float, float | None]]], digits: int = 2) -> str:
+    """The curve as Markdown: one row per arm, one column per budget (mean ± std, n/a where not run)."""
+    budgets = sorted({point[0] for points in curves.values() for point in points})
+    rows = []
+    for arm, points in curves.items():
+        at = {epochs: (mean, std) for epochs, mean, std in points}
+        cells = [
+            "-" if b not in at else f"{at[b][0]:.{digits}f}" + ("" if at[b][1] is None else f" ± {at[b][1]:.{digits}f}")
+            for b in budgets
+        ]
+        rows.append([arm, *cells])
+    return _markdown(["arm", *(f"{b:g} epochs" for b in budgets)], rows)
+
+
+def write_budget_curve(runs: Sequence[RunSummary], path: str | Path, metric: str = "knn_top1") -> list[Path]:
+    """:func:`budget_curve` of the runs drawn to ``path`` (PNG and SVG)."""
+    return plot_budget_curve(budget_curve(runs, metric), path, ylabel=f"{metric.replace('_', ' ')} (%)")
+
+
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Sequence[str] | None = None) -> Path:
     """``OUT/report.md`` with the three tables, and the Fig. 4 and training-curve plots beside it."""
     out_dir = Path(out_dir)
@@ -377,6 +427,8 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: 
         "## Runs",
         runs_table(runs),
     ]
+    if len({run.epochs for run in runs if run.epochs is not None}) > 1:
+        sections += ["## Budget curve (kNN top-1, %, mean ± std over seeds)", budget_table(budget_curve(runs))]
     sections += ["## Figures", *(f"![{p.stem}]({p.name})" for p in plots if p.suffix == ".png")]
     out_dir.mkdir(parents=True, exist_ok=True)
     report = out_dir / "report.md"

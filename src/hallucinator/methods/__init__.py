@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from hallucinator.methods.barlowtwins import BarlowTwins
-from hallucinator.methods.base import HallucinatorChoice, SSLMethod
+from hallucinator.methods.base import HallucinatorChoice, SSLMethod, check_loss_form
 from hallucinator.methods.byol import BYOL
 from hallucinator.methods.dino import DINO, DINOHead
 from hallucinator.methods.moco import MoCo
@@ -113,7 +113,13 @@ METHODS: dict[str, MethodSpec] = {
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 
 
-def build(name: str, backbone: nn.Module, hallucinator: HallucinatorChoice = True, **hparams: Any) -> SSLMethod:
+def build(
+    name: str,
+    backbone: nn.Module,
+    hallucinator: HallucinatorChoice = True,
+    loss_form: str = "average",
+    **hparams: Any,
+) -> SSLMethod:
     """Build a method by name with the paper's CIFAR hyper-parameters, overridden by ``hparams``.
 
     Args:
@@ -123,11 +129,16 @@ def build(name: str, backbone: nn.Module, hallucinator: HallucinatorChoice = Tru
         hallucinator: ``True`` for the paper's Hallucinator, ``False`` for the plain method, a configured one,
             or a factory the method calls with the feature size it hallucinates
             (``functools.partial(Hallucinator, num_layers=2)``: the Hallucinator is then built once).
+        loss_form: ``average`` (the paper's) or ``concat`` (the authors' code; SimCLR and MoCo v1/v2 only).
         **hparams: overrides of ``METHODS[name].hparams``.
     """
     check_hparams(name, hparams)
     spec = METHODS[name]
-    return spec.cls(backbone, hallucinator=hallucinator, **spec.fixed, **{**spec.hparams, **hparams})
+    forms = {}
+    if loss_form != "average":  # the methods with one loss form do not take the argument
+        check_loss_form(spec.cls, loss_form, None)  # type: ignore[arg-type]
+        forms["loss_form"] = loss_form
+    return spec.cls(backbone, hallucinator=hallucinator, **forms, **spec.fixed, **{**spec.hparams, **hparams})
 
 
 def check_hparams(name: str, hparams: Iterable[str]) -> None:

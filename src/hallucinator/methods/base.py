@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hallucinator.hallucinator import Hallucinator
+from hallucinator.hallucinator import EXTRAPOLATION_MODES, Hallucinator
 
 HallucinatorChoice = Hallucinator | bool | None | Callable[[int], Hallucinator]
 """What a method takes as ``hallucinator``: ``True`` (the paper's), ``False`` / ``None`` (none), a built
@@ -50,7 +51,16 @@ class SSLMethod(nn.Module):
 
     Subclasses call :meth:`_set_hallucinator` with the feature size the Hallucinator works on,
     and :meth:`_check_views`, :meth:`_features` and :meth:`_output` in ``forward``.
+
+    ``extrapolation_modes``: the Hallucinator's extrapolation modes the method can train with, read by the
+    constructor and by the config's validation (``hallucinator.engine.config.validate``), so an unsupported
+    one is refused before training, not at step 0.
     """
+
+    extrapolation_modes: ClassVar[tuple[str, ...]] = EXTRAPOLATION_MODES
+    loss_forms: ClassVar[tuple[str, ...]] = ("average",)
+    """How the original and the hallucinated pair make the loss: ``average`` (the paper's text) and, where
+    the authors' code concatenates the two pairs into one loss and that is meaningful, ``concat``."""
 
     def __init__(self, backbone: nn.Module, hallucination_weight: float = 0.5) -> None:
         super().__init__()
@@ -90,6 +100,8 @@ class SSLMethod(nn.Module):
                 "hallucinator must be True, False, None, a Hallucinator or a factory of one, "
                 f"got {type(hallucinator).__name__}"
             )
+        if hallucinator is not None and hallucinator.extrapolation_mode not in self.extrapolation_modes:
+            raise ValueError(unsupported_extrapolation(type(self).__name__, hallucinator.extrapolation_mode))
         self.hallucinator = hallucinator
 
     @staticmethod
@@ -104,14 +116,6 @@ class SSLMethod(nn.Module):
                 f"a batch of {view1.shape[0]} image is too small: BatchNorm needs at least 2 samples and the "
                 "contrastive losses need other samples as negatives; use a batch size of at least 2 "
                 "(drop_last=True avoids a short last batch)"
-            )
-
-    def _require_asymmetric(self) -> None:
-        """Methods that score predictions against stop-gradient targets cannot move the target apart."""
-        if self.hallucinator is not None and self.hallucinator.extrapolation_mode != "asymmetric":
-            raise ValueError(
-                f"{type(self).__name__} scores its predictions against stop-gradient targets, so a symmetric "
-                "extrapolation would move nothing the loss sees; use extrapolation_mode='asymmetric'"
             )
 
     def _features(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -132,6 +136,7 @@ class SSLMethod(nn.Module):
         hallucinated: tuple[torch.Tensor, torch.Tensor] | None = None,
         *,
         features: torch.Tensor | None = None,
+        joint_loss: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The loss dict; ``pos_similarity`` is the mean cosine of the original positive pair ``(q, k)``,
         ``hal_similarity`` that of the ``hallucinated`` pair the hallucinated loss scores (Fig. 4) and
@@ -142,6 +147,9 @@ class SSLMethod(nn.Module):
 
         ``features``: the backbone's features of ``view1``, returned detached as ``features`` (what an
         online linear probe trains on, at no extra forward pass).
+
+        ``joint_loss``: ``loss_form="concat"``'s one loss over both pairs, trained on instead of the average;
+        ``loss_original`` and ``loss_hallucinated`` are then monitors.
         """
         out = {"loss_original": loss_original, "pos_similarity": _mean_cosine(q, k)}
         guard = None
@@ -154,7 +162,10 @@ class SSLMethod(nn.Module):
                 guard = self.hallucinator.guard_weight * out["guard_penalty"]
         if features is not None:
             out["features"] = features.detach()
-        if loss_hallucinated is None:
+        if joint_loss is not None:
+            assert loss_hallucinated is not None and guard is None  # validated: no guard with concat
+            out["loss"], out["loss_hallucinated"] = joint_loss, loss_hallucinated
+        elif loss_hallucinated is None:
             out["loss"] = loss_original
         else:
             w = self.hallucination_weight
@@ -163,6 +174,35 @@ class SSLMethod(nn.Module):
             out["loss"] = (1.0 - w) * loss_original + w * hallucinated_objective
             out["loss_hallucinated"] = loss_hallucinated
         return out
+
+
+STOP_GRADIENT_TARGETS = ("asymmetric",)
+"""``extrapolation_modes`` of the methods that score predictions against stop-gradient targets: a symmetric
+extrapolation would also move the target, which the loss never sees move."""
+
+
+LOSS_FORMS = ("average", "concat")
+
+
+def check_loss_form(method: type[SSLMethod], loss_form: str, hallucinator: Hallucinator | None) -> None:
+    """Raises ``ValueError`` naming what is wrong when ``method`` cannot combine its losses by ``loss_form``."""
+    if loss_form not in LOSS_FORMS:
+        raise ValueError(f"loss_form must be one of {list(LOSS_FORMS)}, got {loss_form!r}")
+    if loss_form not in method.loss_forms:
+        raise ValueError(
+            f"{method.__name__} has no concatenated loss form (the authors' code has one for SimCLR and MoCo "
+            "v1/v2 only); use loss_form='average'"
+        )
+    if loss_form == "concat" and hallucinator is not None and hallucinator.guard_weight > 0:
+        raise ValueError("the hardness guard weights the hallucinated loss, which concat does not have apart")
+
+
+def unsupported_extrapolation(method: str, mode: str) -> str:
+    """Why ``method`` cannot train with extrapolation ``mode`` (its ``extrapolation_modes`` lack it)."""
+    return (
+        f"{method} scores its predictions against stop-gradient targets, so a {mode} extrapolation would move "
+        "nothing the loss sees; use extrapolation_mode='asymmetric'"
+    )
 
 
 def _mean_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

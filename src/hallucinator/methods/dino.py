@@ -9,7 +9,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from hallucinator import distributed
 from hallucinator.losses import dino, soft_cross_entropy
-from hallucinator.methods.base import HallucinatorChoice, SSLMethod
+from hallucinator.methods.base import STOP_GRADIENT_TARGETS, HallucinatorChoice, SSLMethod
 from hallucinator.methods.memory import check_momentum_schedule, cosine_momentum, ema_update, momentum_copy
 
 
@@ -95,6 +95,8 @@ class DINO(SSLMethod):
         >>> out = dino_method(global1, global2, local1, local2)  # local crops may be smaller
         >>> out["loss"].backward()
     """
+
+    extrapolation_modes = STOP_GRADIENT_TARGETS
 
     center: Tensor
 
@@ -183,7 +185,6 @@ class DINO(SSLMethod):
         q, k = embeddings[:n], teacher_embeddings[n:]
         loss_hallucinated = hallucinated = None
         if self.hallucinator is not None:
-            self._require_asymmetric()
             q_hat = self.hallucinator(q, k)
             loss_hallucinated = soft_cross_entropy(self.head.logits(q_hat), teacher[1], self.student_temperature)
             hallucinated = (q_hat, k)

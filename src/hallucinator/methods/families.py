@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hallucinator.methods.base import HallucinatorChoice, SSLMethod, mlp
+from hallucinator.methods.base import STOP_GRADIENT_TARGETS, HallucinatorChoice, SSLMethod, mlp
 from hallucinator.methods.memory import check_momentum_schedule, cosine_momentum, ema_update, momentum_copy
 
 
@@ -67,6 +67,8 @@ class MomentumPredictor(SSLMethod):
     one direction; the loss is ``pair_loss(p1, t2) + pair_loss(p2, t1)``.
     """
 
+    extrapolation_modes = STOP_GRADIENT_TARGETS
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -117,7 +119,6 @@ class MomentumPredictor(SSLMethod):
         loss_hallucinated = hallucinated = None
         targets = torch.cat([t2, t1])
         if self.hallucinator is not None:
-            self._require_asymmetric()
             p_hat = self.hallucinator(torch.cat([p1, p2]), targets)
             p1_hat, p2_hat = p_hat.chunk(2)
             loss_hallucinated = self.pair_loss(p1_hat, t2) + self.pair_loss(p2_hat, t1)

@@ -8,7 +8,7 @@ from torch import nn
 
 from hallucinator import distributed
 from hallucinator.losses import info_nce
-from hallucinator.methods.base import HallucinatorChoice, SSLMethod, mlp
+from hallucinator.methods.base import HallucinatorChoice, SSLMethod, check_loss_form, mlp
 from hallucinator.methods.memory import check_queue_batch, ema_update, enqueue, momentum_copy
 
 
@@ -18,8 +18,9 @@ class MoCo(SSLMethod):
     The query ``q`` (un-normalised projection of ``view1``) and the normalised momentum key
     ``k`` of ``view2`` are the positive pair. The Hallucinator makes ``q_hat = H(q, k)``,
     which is normalised and scored against ``k`` and the queue exactly like ``q``; the two
-    InfoNCE losses are averaged. Each key is enqueued once (the authors' code enqueues it
-    twice, once per positive).
+    InfoNCE losses are averaged (``loss_form="average"``, the paper's text) and each key is enqueued once.
+    ``loss_form="concat"`` is the authors' code: one InfoNCE over the ``2N`` rows ``[q; q_hat]`` against
+    ``[k; k]``, and ``[k; k]`` enqueued, every key twice (the queue must then hold a multiple of ``2N``).
 
     In training mode ``forward`` also updates the momentum encoder and enqueues the keys.
     Shuffle-BN: under DDP the keys' batch is shuffled across processes; on a single process
@@ -37,6 +38,7 @@ class MoCo(SSLMethod):
         mlp: MLP projection head; ``None`` = False for v1, True for v2.
         shuffle_bn_splits: BatchNorm groups of the key batch on a single process (1 = none).
         hallucination_weight: ``w`` in ``(1 - w) * loss_original + w * loss_hallucinated``.
+        loss_form: ``average`` (the paper's) or ``concat`` (the authors' code; ``hallucination_weight`` unused).
 
     Example:
         >>> from hallucinator import backbones
@@ -47,6 +49,7 @@ class MoCo(SSLMethod):
 
     queue: torch.Tensor  # registered buffers
     queue_ptr: torch.Tensor
+    loss_forms = ("average", "concat")
 
     def __init__(
         self,
@@ -60,6 +63,7 @@ class MoCo(SSLMethod):
         mlp: bool | None = None,
         shuffle_bn_splits: int = 8,
         hallucination_weight: float = 0.5,
+        loss_form: str = "average",
     ) -> None:
         super().__init__(backbone, hallucination_weight)
         if version not in (1, 2):
@@ -84,6 +88,8 @@ class MoCo(SSLMethod):
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self._set_hallucinator(hallucinator, dim)
+        check_loss_form(type(self), loss_form, self.hallucinator)
+        self.loss_form = loss_form
 
     def _momentum_update(self) -> None:
         ema_update([self.backbone, self.projector], [self.momentum_backbone, self.momentum_projector], self.momentum)
@@ -108,8 +114,12 @@ class MoCo(SSLMethod):
     def _enqueue(self, k: torch.Tensor) -> None:
         enqueue(self.queue, self.queue_ptr, k)
 
+    @property
+    def _concat(self) -> bool:
+        return self.loss_form == "concat" and self.hallucinator is not None
+
     def _check_training_batch(self, batch: int) -> None:
-        check_queue_batch(self.queue.shape[0], batch)
+        check_queue_batch(self.queue.shape[0], 2 * batch if self._concat else batch)
         splits = self.shuffle_bn_splits if distributed.world_size() == 1 else 1
         if batch < 2 * splits:
             raise ValueError(
@@ -127,14 +137,23 @@ class MoCo(SSLMethod):
         k = self._keys(view2)
         # a copy: the enqueue below must not modify the negatives autograd saved for backward
         queue = self.queue.clone()
-        loss_original = info_nce(q, k, queue, self.temperature)
-        loss_hallucinated = hallucinated = None
+        loss_hallucinated = hallucinated = joint = None
         if self.hallucinator is not None:
             hallucinated = self.hallucinator.pair(q, k)
-            loss_hallucinated = info_nce(*hallucinated, queue, self.temperature)
+        if self._concat:
+            assert hallucinated is not None
+            q_hat, partner = hallucinated
+            joint = info_nce(torch.cat([q, q_hat]), torch.cat([k, partner]), queue, self.temperature)
+            with torch.no_grad():  # the two pairs' own losses, as monitors
+                loss_original = info_nce(q, k, queue, self.temperature)
+                loss_hallucinated = info_nce(q_hat, partner, queue, self.temperature)
+        else:
+            loss_original = info_nce(q, k, queue, self.temperature)
+            if hallucinated is not None:
+                loss_hallucinated = info_nce(*hallucinated, queue, self.temperature)
         if self.training:
-            self._enqueue(k)
-        return self._output(loss_original, loss_hallucinated, q, k, hallucinated, features=features)
+            self._enqueue(torch.cat([k, k]) if self._concat else k)
+        return self._output(loss_original, loss_hallucinated, q, k, hallucinated, features=features, joint_loss=joint)
 
 
 def _head(in_dim: int, dim: int, use_mlp: bool) -> nn.Sequential:

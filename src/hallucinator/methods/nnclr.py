@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hallucinator.losses import in_batch_info_nce
-from hallucinator.methods.base import HallucinatorChoice, SSLMethod, mlp
+from hallucinator.methods.base import STOP_GRADIENT_TARGETS, HallucinatorChoice, SSLMethod, mlp
 from hallucinator.methods.memory import check_queue_batch, enqueue
 
 
@@ -33,6 +33,8 @@ class NNCLR(SSLMethod):
         >>> nnclr = NNCLR(backbones.build("resnet18", cifar_stem=True))
         >>> nnclr(view1, view2)["loss"].backward()
     """
+
+    extrapolation_modes = STOP_GRADIENT_TARGETS
 
     queue: Tensor  # registered buffers
     queue_ptr: Tensor
@@ -81,7 +83,6 @@ class NNCLR(SSLMethod):
         loss_hallucinated = hallucinated = None
         neighbours = torch.cat([nn1, nn2])
         if self.hallucinator is not None:
-            self._require_asymmetric()
             p_hat = self.hallucinator(torch.cat([p2, p1]), neighbours)
             p2_hat, p1_hat = p_hat.chunk(2)
             hallucinated = (p_hat, neighbours)

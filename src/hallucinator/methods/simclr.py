@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from hallucinator.losses import nt_xent
-from hallucinator.methods.base import HallucinatorChoice, SSLMethod, mlp
+from hallucinator.methods.base import HallucinatorChoice, SSLMethod, check_loss_form, mlp
 
 
 class SimCLR(SSLMethod):
@@ -13,9 +14,9 @@ class SimCLR(SSLMethod):
 
     ``q`` and ``k`` are the raw projections of ``view1`` and ``view2``. The Hallucinator makes
     ``q_hat = H(q, k)``; the loss is the average of NT-Xent on ``(q, k)`` and NT-Xent on
-    ``(q_hat, k)`` (the paper's statement; the authors' code instead feeds ``[q; q_hat]``
-    against ``[k; k]`` to one NT-Xent, where each positive's duplicate also counts as a
-    negative). Under DDP the negatives are gathered from all processes with gradient.
+    ``(q_hat, k)`` (the paper's statement, ``loss_form="average"``); the authors' code instead feeds
+    ``[q; q_hat]`` against ``[k; k]`` to one NT-Xent, where each positive's duplicate also counts as a
+    negative (``loss_form="concat"``). Under DDP the negatives are gathered from all processes with gradient.
 
     Args:
         backbone: encoder with a ``num_features`` attribute.
@@ -27,12 +28,15 @@ class SimCLR(SSLMethod):
         loss_scale: factor on both NT-Xent losses; the authors' code (after SupContrast) multiplies by
             ``temperature / 0.07``, which scales the gradient against the weight decay at the same lr.
         hallucination_weight: ``w`` in ``(1 - w) * loss_original + w * loss_hallucinated``.
+        loss_form: ``average`` (the paper's) or ``concat`` (the authors' code; ``hallucination_weight`` unused).
 
     Example:
         >>> from hallucinator import backbones
         >>> simclr = SimCLR(backbones.build("resnet18", cifar_stem=True))
         >>> simclr(view1, view2)["loss"].backward()
     """
+
+    loss_forms = ("average", "concat")
 
     def __init__(
         self,
@@ -44,6 +48,7 @@ class SimCLR(SSLMethod):
         head_batchnorm: bool = True,
         loss_scale: float = 1.0,
         hallucination_weight: float = 0.5,
+        loss_form: str = "average",
     ) -> None:
         super().__init__(backbone, hallucination_weight)
         if temperature <= 0:
@@ -56,15 +61,26 @@ class SimCLR(SSLMethod):
             self.num_features, hidden_dim or self.num_features, dim, num_layers=2, batch_norm=head_batchnorm
         )
         self._set_hallucinator(hallucinator, dim)
+        check_loss_form(type(self), loss_form, self.hallucinator)
+        self.loss_form = loss_form
 
     def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
         self._check_views(view1, view2)
         features = self._features(self.backbone, view1)
         q = self.projector(features)
         k = self.projector(self._features(self.backbone, view2))
-        loss_original = self.loss_scale * nt_xent(q, k, self.temperature)
-        loss_hallucinated = hallucinated = None
+        loss_hallucinated = hallucinated = joint = None
         if self.hallucinator is not None:
             hallucinated = self.hallucinator.pair(q, k)
-            loss_hallucinated = self.loss_scale * nt_xent(*hallucinated, self.temperature)
-        return self._output(loss_original, loss_hallucinated, q, k, hallucinated, features=features)
+            if self.loss_form == "concat":
+                q_hat, partner = hallucinated
+                joint = self.loss_scale * nt_xent(torch.cat([q, q_hat]), torch.cat([k, partner]), self.temperature)
+                with torch.no_grad():  # the two pairs' own losses, as monitors
+                    loss_original = self.loss_scale * nt_xent(q, k, self.temperature)
+                    loss_hallucinated = self.loss_scale * nt_xent(q_hat, partner, self.temperature)
+            else:
+                loss_original = self.loss_scale * nt_xent(q, k, self.temperature)
+                loss_hallucinated = self.loss_scale * nt_xent(*hallucinated, self.temperature)
+        else:
+            loss_original = self.loss_scale * nt_xent(q, k, self.temperature)
+        return self._output(loss_original, loss_hallucinated, q, k, hallucinated, features=features, joint_loss=joint)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from hallucinator.losses import negative_cosine
-from hallucinator.methods.base import HallucinatorChoice, SSLMethod, mlp
+from hallucinator.methods.base import STOP_GRADIENT_TARGETS, HallucinatorChoice, SSLMethod, mlp
 
 
 class SimSiam(SSLMethod):
@@ -36,6 +36,8 @@ class SimSiam(SSLMethod):
         >>> simsiam(view1, view2)["loss"].backward()
     """
 
+    extrapolation_modes = STOP_GRADIENT_TARGETS
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -62,7 +64,6 @@ class SimSiam(SSLMethod):
         loss_hallucinated = hallucinated = None
         targets = torch.cat([z2, z1])
         if self.hallucinator is not None:
-            self._require_asymmetric()
             p_hat = self.hallucinator(torch.cat([p1, p2]), torch.cat([p2, p1]))
             p1_hat, p2_hat = p_hat.chunk(2)
             loss_hallucinated = (negative_cosine(p1_hat, z2) + negative_cosine(p2_hat, z1)) / 2
