@@ -2,21 +2,77 @@ from __future__ import annotations
 
 import pickle
 import re
+from pathlib import Path
 
 import pytest
 import torch
 import torchvision
 
 from hallucinator import backbones
+from hallucinator.cli import export as cli_export
 from hallucinator.cli import main
 from hallucinator.export import (
+    CHECKPOINT_FORMATS,
     detectron2_key,
     detectron2_model,
     export_checkpoint,
     export_state_dict,
+    timm_counterpart,
     timm_loading_code,
+    timm_state_dict,
 )
 from tests.evaluation.conftest import fabricate_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Torch on one thread (tests/conftest.py restores the count after each test): on a CPU shared with other jobs,
+    two threads made building a ViT-Tiny 25x slower here (1.6 s against 0.06 s), and these tests build several."""
+    torch.set_num_threads(1)
+
+
+def method_checkpoint(
+    run_dir: Path,
+    *,
+    backbone: str = "resnet18",
+    width: int = 16,
+    cifar_stem: bool | None = None,
+    method: str = "simclr",
+    hparams: dict | None = None,
+    seed: int = 0,
+) -> Path:
+    """A checkpoint as ``pretrain`` writes it, with every weight of the method (``fabricate_checkpoint``'s projector
+    is a stub), BatchNorm statistics away from their initial 0 / 1 so that the eval-mode normalisation is exercised.
+    ``cifar_stem``: by default for ResNets of width < 64."""
+    from hallucinator.engine.config import Config, dump_config, to_dict
+    from hallucinator.engine.module import build_method
+
+    config = Config(seed=seed, output_dir=str(run_dir))
+    model = config.model
+    model.method, model.backbone, model.width, model.hparams = method, backbone, width, hparams or {}
+    model.cifar_stem = backbone in backbones.RESNETS and width < 64 if cifar_stem is None else cifar_stem
+    config.data.dataset, config.data.image_size = "cifar10", 32
+    torch.manual_seed(seed)
+    net = build_method(config)
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+            module.running_mean.normal_(0, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+    state = {f"method.{key}": value for key, value in net.state_dict().items()}
+    path = run_dir / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"epoch": 0, "global_step": 7, "state_dict": state, "hyper_parameters": {"config": to_dict(config)}}, path
+    )
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    return path
+
+
+def printed_command(output: str, prefix: str) -> str:
+    """The code after ``prefix`` on the line of ``output`` that starts with it."""
+    (line,) = [line for line in output.splitlines() if line.startswith(prefix)]
+    return line[len(prefix) :]
+
 
 # detectron2's ResNet names (before its matching heuristics): stem.conv1[_norm], resN.i.convK[_norm], shortcut[_norm]
 DETECTRON2_NAME = re.compile(
@@ -157,11 +213,84 @@ def test_timm_export_from_the_cli(tmp_path, capsys):
     assert main(["export", str(checkpoint), str(out), "--format", "timm", "--safetensors"]) == 0
     printed = capsys.readouterr().out
     assert (
-        "load them with: timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=0, "
-        "patch_size=4, img_size=32)" in printed
+        "timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=0, patch_size=4, img_size=32)"
+        in printed
     )
     import timm
     from safetensors.torch import load_file
 
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, patch_size=4, img_size=32)
     assert not any(model.load_state_dict(load_file(out)))
+    namespace: dict = {}
+    exec(printed_command(printed, "load them with: "), namespace)  # the printed command, as a user runs it
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(namespace["model"].eval()(x), model.eval()(x))
+
+
+# ---- every printed load command works (issue 27, item 7)
+
+
+@pytest.mark.parametrize("safetensors", [False, True], ids=["pickle", "safetensors"])
+def test_the_printed_timm_command_of_a_standard_resnet_loads_it_strictly(tmp_path, capsys, safetensors):
+    checkpoint = method_checkpoint(tmp_path / "run", width=64, cifar_stem=False)
+    out = tmp_path / ("r18.safetensors" if safetensors else "r18.pth")
+    assert main(["export", str(checkpoint), str(out), "--format", "timm", *(["--safetensors"] * safetensors)]) == 0
+    command = printed_command(capsys.readouterr().out, "load them with: ")
+    assert "timm.create_model('resnet18', pretrained=False, num_classes=0)" in command
+    namespace: dict = {}
+    exec(command, namespace)  # load_state_dict is strict: a missing or unexpected key would raise
+    from hallucinator.engine.checkpoint import load_backbone
+
+    backbone, _ = load_backbone(checkpoint)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(namespace["model"].eval()(x), backbone.eval()(x))
+
+
+def test_timm_refuses_what_it_cannot_build_naming_the_formats_that_work(tmp_path, capsys):
+    # timm's plain ResNet stem is always a 64-channel 7x7 conv + max-pool: neither a narrow width nor the CIFAR stem
+    assert timm_counterpart("resnet18", width=16, cifar_stem=False) is None
+    assert timm_counterpart("resnet18", width=64, cifar_stem=True) is None
+    assert timm_counterpart("vit_tiny", image_size=32) == ("vit_tiny_patch16_224", {"patch_size": 4, "img_size": 32})
+    for width, cifar_stem in ((16, False), (64, True)):
+        state = backbones.build("resnet18", cifar_stem=cifar_stem, width=width).state_dict()
+        with pytest.raises(ValueError, match="use --format torchvision / hf / onnx"):
+            timm_state_dict(state, "resnet18")
+    checkpoint = fabricate_checkpoint(tmp_path / "run", width=16)  # the quickstart's network: width 16, CIFAR stem
+    out = tmp_path / "r18.pth"
+    assert main(["export", str(checkpoint), str(out), "--format", "timm"]) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("hallucinator export: --format timm: timm's resnet18 cannot hold these weights")
+    assert line.endswith("use --format torchvision / hf / onnx") and "timm.create_model" not in captured.out
+    assert not out.exists()
+
+
+@pytest.mark.filterwarnings("ignore:.*width-64")  # the narrow net's, tested above
+@pytest.mark.parametrize(("width", "cifar_stem"), [(16, True), (64, False)], ids=["narrow-cifar", "standard"])
+def test_the_printed_torchvision_command_loads_the_weights(tmp_path, capsys, width, cifar_stem):
+    checkpoint = method_checkpoint(tmp_path / "run", width=width, cifar_stem=cifar_stem)
+    assert main(["export", str(checkpoint), str(tmp_path / "r18.pth")]) == 0
+    command = printed_command(capsys.readouterr().out, "load them with: ")
+    assert ("torchvision.models.resnet18()" in command) == (width == 64 and not cifar_stem)
+    namespace: dict = {}
+    exec(command, namespace)
+    from hallucinator.engine.checkpoint import load_backbone
+
+    backbone, _ = load_backbone(checkpoint)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(namespace["model"].eval()(x), backbone.eval()(x))
+
+
+def test_options_that_do_not_apply_to_the_format_are_refused(tmp_path, capsys):
+    checkpoint = fabricate_checkpoint(tmp_path / "run")
+    cases = {
+        ("--format", "onnx", "--safetensors"): "--safetensors applies to --format torchvision / timm, not onnx",
+        ("--format", "hf", "--safetensors"): "--safetensors applies to --format torchvision / timm, not hf",
+        ("--part", "projector"): "--part projector: only --format onnx exports more than the backbone",
+    }
+    for options, message in cases.items():
+        assert main(["export", str(checkpoint), str(tmp_path / "out"), *options]) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="exports a whole checkpoint"):
+        export_state_dict({}, tmp_path / "x.onnx", "onnx")
+    assert cli_export.FORMATS == CHECKPOINT_FORMATS  # the CLI's copy (its parser imports no torch)
