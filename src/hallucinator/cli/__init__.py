@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 # Each module defines ``register(subparsers)``; it adds its subcommands and sets ``func``.
-SUBCOMMAND_MODULES = ("pretrain", "sweep", "evaluate", "augmentations", "export", "embed")
+SUBCOMMAND_MODULES = ("pretrain", "sweep", "evaluate", "augmentations", "export", "embed", "transfer")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,31 @@
+"""Transfer to detection and instance segmentation (issue 25): data and evaluation, after MoCo's detectron2 protocol.
+
+- :func:`make_detection_set`: a small COCO + VOC set of CIFAR-10 test objects on noise, made here
+  (``hallucinator make-detection-set``), for runs and tests without COCO or VOC at hand.
+- :class:`CocoDetection`, :class:`VOCDetection`: COCO and PASCAL VOC in their own layouts, as
+  ``(image, target)`` samples for torchvision's detection models.
+- :func:`voc07_ap`, :func:`voc_metrics`: VOC07's 11-point AP per class and mAP; detectron2's VOC AP / AP50 / AP75.
+- :func:`coco_metrics`: COCO's AP (boxes or masks) through faster-coco-eval or pycocotools.
+
+This package sits beside :mod:`hallucinator.evaluation`: it may use the core modules, the data layer
+and the engine, never evaluation, export or the CLI.
+"""
+
+from hallucinator.transfer.coco_eval import coco_metrics, to_coco_results
+from hallucinator.transfer.datasets import VOC_CLASSES, CocoDetection, DatasetReport, VOCDetection
+from hallucinator.transfer.detection_set import DetectionSet, make_detection_set
+from hallucinator.transfer.voc_ap import VOCAP, voc07_ap, voc_metrics
+
+__all__ = [
+    "VOCAP",
+    "VOC_CLASSES",
+    "CocoDetection",
+    "DatasetReport",
+    "DetectionSet",
+    "VOCDetection",
+    "coco_metrics",
+    "make_detection_set",
+    "to_coco_results",
+    "voc07_ap",
+    "voc_metrics",
+]
