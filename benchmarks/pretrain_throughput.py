@@ -17,7 +17,10 @@ lightly's 32 px, reported under its own key (``...-crop24``), never as the like-
 
 How far from the machine's limit: ours also reports the GFLOP/s its step achieves (the FLOPs of one
 training step counted with ``torch.utils.flop_counter``, times steps/s) and that figure's fraction of
-the machine's measured matmul peak in the step's precision (a short fp32 / bf16 GEMM probe).
+the machine's measured matmul peak in the step's precision (a short fp32 / bf16 GEMM probe); and its
+**roofline limit**, ``max(FLOPs / peak, bytes / bandwidth)`` with the bytes the step moves
+(``benchmarks/roofline.py``) and the machine's triad bandwidth, printed as ``..._roofline_fraction``
+(the step's pairs/s over the limit's) and ``..._bound`` (which term sets the limit).
 ``--variants`` adds ``torch.compile`` and the memory format (``eager-cl``, the default, is eager with
 channels_last, as shipped; ``eager``, ``compile``, ``compile-cl``); ``--device gpu`` runs both sides on
 CUDA (lightly then augments on the CPU in its loader and copies batches to the GPU, as its docs do).
@@ -43,6 +46,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling module
+import roofline  # noqa: E402
 
 
 def ours(args: argparse.Namespace) -> dict:
@@ -77,21 +83,23 @@ def ours(args: argparse.Namespace) -> dict:
     # pairs per second over the timed steps: total images / total time
     pairs_per_s = len(rates) / sum(1 / r for r in rates)
     figures = {"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20} if args.device == "gpu" else {}
-    flops = step_flops(config, args.device)  # after reading the peak: its fp32 step is not the run's
+    flops, moved = step_cost(config, args.device)  # after reading the peak: this step is not the run's
     return {
         **figures,
         "pairs_per_s": pairs_per_s,
         "precision": config.trainer.precision,  # "auto" resolved
         "step_gflop": flops / 1e9,
+        "step_gb": moved / 1e9,
         "achieved_gflops": flops / args.batch_size * pairs_per_s / 1e9,
     }
 
 
-def step_flops(config, device: str) -> int:
-    """FLOPs (matmuls and convolutions) of one training step of ``config``'s model: forward and backward.
+def step_cost(config, device: str) -> tuple[int, int]:
+    """FLOPs (matmuls and convolutions) and bytes moved (:class:`roofline.ByteCounter`) of one training step of
+    ``config``'s model: forward, backward and the SGD update, on random views of the training crop size.
 
-    Counted with ``torch.utils.flop_counter`` over one real step on random views of the training
-    crop size, in fp32 on ``device``: the count does not depend on the device or the precision.
+    FLOPs with ``torch.utils.flop_counter`` (they do not depend on the device or the precision); bytes in the
+    run's precision (bf16 autocast halves the activations of the operations it casts).
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -99,11 +107,16 @@ def step_flops(config, device: str) -> int:
 
     device_ = torch.device("cuda" if device == "gpu" else device)
     method = build_method(config).to(device_).train()
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     size = config.data.training_crop_size
     views = [torch.randn(config.data.batch_size, 3, size, size, device=device_) for _ in range(2)]
-    with FlopCounterMode(display=False) as counter:
-        method(*views)["loss"].backward()
-    return counter.get_total_flops()
+    bf16 = config.trainer.precision == "bf16-mixed"
+    with FlopCounterMode(display=False) as flops, roofline.ByteCounter() as moved:
+        with torch.autocast(device_.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = method(*views)["loss"]
+        loss.backward()
+        optimizer.step()
+    return flops.get_total_flops(), moved.total
 
 
 def gemm_peak_gflops(device: str, dtype_name: str, size: int, seconds: float = 1.0) -> float:
@@ -306,6 +319,9 @@ def main(argv: list[str] | None = None) -> dict:
         summary[f"gemm_peak_gflops_{dtype}"] = round(gemm_peak_gflops(args.device, dtype, size, args.gemm_seconds), 1)
         print(f"{dtype} matmul peak ({size} x {size}): {summary[f'gemm_peak_gflops_{dtype}']:.1f} GFLOP/s", flush=True)
     summary["gemm_size"] = size
+    for kind, gbps in roofline.memory_bandwidth_gbps(args.device, seconds=args.gemm_seconds).items():
+        summary[f"memory_bandwidth_gbps_{kind}"] = round(gbps, 1)
+        print(f"memory bandwidth ({kind}): {gbps:.1f} GB/s", flush=True)
 
     results: dict[str, list[dict]] = {}
     for round_ in range(args.rounds):
@@ -336,7 +352,8 @@ def main(argv: list[str] | None = None) -> dict:
             results.setdefault(key, []).append(figures)
             line = f"round {round_} {key}: {figures['pairs_per_s']:.1f} pairs/s, peak {figures['peak_rss_mb']:.0f} MB"
             if "achieved_gflops" in figures:
-                line += f", {figures['achieved_gflops']:.1f} GFLOP/s ({figures['step_gflop']:.1f} GFLOP a step)"
+                line += f", {figures['achieved_gflops']:.1f} GFLOP/s ({figures['step_gflop']:.1f} GFLOP"
+                line += f" and {figures['step_gb']:.2f} GB moved a step)"
             print(line, flush=True)
             if args.partial:
                 print(json.dumps(summarize(results, dict(summary), args, lightly)), flush=True)
@@ -361,6 +378,14 @@ def summarize(results: dict[str, list[dict]], summary: dict, args: argparse.Name
             summary[f"{key}_step_gflop"] = round(runs_[0]["step_gflop"], 2)
             summary[f"{key}_achieved_gflops"] = round(achieved, 1)
             summary[f"{key}_peak_fraction"] = round(achieved / peak, 4)
+            # the roofline: the step at the matmul peak or at the triad bandwidth, whichever is slower
+            flops, moved = runs_[0]["step_gflop"] * 1e9, runs_[0]["step_gb"] * 1e9
+            limit = roofline.roofline_seconds(flops, moved, peak, summary["memory_bandwidth_gbps_triad"])
+            pairs = summary[f"{key}_pairs_per_s"]
+            summary[f"{key}_step_gb"] = round(runs_[0]["step_gb"], 3)
+            summary[f"{key}_bound"] = "compute" if flops / (peak * 1e9) >= limit else "memory"
+            summary[f"{key}_roofline_pairs_per_s"] = round(args.batch_size / limit, 1)
+            summary[f"{key}_roofline_fraction"] = round(pairs * limit / args.batch_size, 4)
     for method in args.methods if lightly else ():
         for width in args.widths:
             base = summary.get(f"lightly-{method}-w{width}" + ("" if lp == "32-true" else f"-{lp}") + "_pairs_per_s")

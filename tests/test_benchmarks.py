@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -132,3 +133,57 @@ def test_online_linear_cost_times_both_arms(capsys: pytest.CaptureFixture[str]) 
     )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == figures
     assert figures["step_ms_plain"] > 0 and figures["step_ms_probe"] > 0 and figures["threads"] == 1
+
+
+def test_byte_counter_counts_one_layer_as_a_hand_computation() -> None:
+    """Each operation reads its inputs and writes its output once; views move nothing."""
+    roofline = load_benchmark("roofline")
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(64, 32), torch.randn(8, 64)
+    with roofline.ByteCounter() as counter:
+        linear(x)  # addmm(bias, x, weight.t()): the transpose is a view
+    assert counter.total == 4 * (32 + 8 * 64 + 32 * 64 + 8 * 32) and set(counter.by_op) == {"aten.addmm"}
+    conv, images = torch.nn.Conv2d(3, 8, 3, padding=1), torch.randn(2, 3, 16, 16)
+    with roofline.ByteCounter() as counter:
+        out = conv(images)
+        out.sum().backward()
+    forward = 4 * (2 * 3 * 16 * 16 + 8 * 3 * 3 * 3 + 8 + 2 * 8 * 16 * 16)
+    assert counter.by_op["aten.convolution"] == forward
+    # backward: reads the output's gradient, input and weight; writes the input's (none: images need none),
+    # the weight's and the bias's gradients
+    grad_out, weight_grad, bias_grad = 2 * 8 * 16 * 16, 8 * 3 * 3 * 3, 8
+    assert counter.by_op["aten.convolution_backward"] == 4 * (
+        grad_out + 2 * 3 * 16 * 16 + 8 * 27 + weight_grad + bias_grad
+    )
+    with roofline.ByteCounter() as counter:
+        x * x  # one tensor read once
+    assert counter.total == 4 * (8 * 64 + 8 * 64)
+
+
+def test_roofline_is_the_slower_of_compute_and_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    roofline = load_benchmark("roofline")
+    assert roofline.roofline_seconds(2e9, 1e9, peak_gflops=100, bandwidth_gbps=10) == pytest.approx(0.1)  # memory
+    assert roofline.roofline_seconds(2e10, 1e8, peak_gflops=100, bandwidth_gbps=10) == pytest.approx(0.2)  # compute
+    clock = iter(range(1000))  # every kernel "takes" one second
+    monkeypatch.setattr(roofline.time, "perf_counter", lambda: float(next(clock)))
+    figures = roofline.memory_bandwidth_gbps("cpu", megabytes=4, seconds=0.5)
+    n_bytes = 4 * 2**20
+    assert figures == {"copy": pytest.approx(2 * n_bytes / 1e9), "triad": pytest.approx(3 * n_bytes / 1e9)}
+
+
+def test_step_profile_puts_every_operation_in_one_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    profile = load_benchmark("step_profile")
+    assert profile.kind_of("aten::convolution_backward", None) == "convolution backward"
+    assert profile.kind_of("aten::mkldnn_convolution", None) == "convolution forward"
+    assert profile.kind_of("aten::native_batch_norm_backward", None) == "batchnorm"
+    assert profile.kind_of("aten::addmm", None) == "matmul" and profile.kind_of("aten::add_", None) == "element-wise"
+    assert profile.kind_of("aten::mm", "loss") == "loss"  # a region wins over the operation
+    arguments = ["--synthetic", "--width", "4", "--batch-size", "8", "--steps", "1", "--warmup", "1", "--threads", "1"]
+    figures = profile.main(arguments)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == figures
+    ms = figures["ms_per_step"]
+    assert {"augmentation", "hallucinator", "loss", "optimizer", "convolution forward", "convolution backward"} <= set(
+        ms
+    )
+    kinds = sum(value for kind, value in ms.items() if kind != "step")
+    assert kinds == pytest.approx(ms["step"], abs=0.05 * ms["step"] + 0.1)  # the rest is python and dispatch
