@@ -129,21 +129,7 @@ def gemm_peak_gflops(device: str, dtype_name: str, size: int, seconds: float = 1
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     device_ = torch.device("cuda" if device == "gpu" else device)
     a, b = (torch.randn(size, size, device=device_).to(dtype) for _ in range(2))
-
-    def timed() -> float:
-        if device_.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        torch.mm(a, b)
-        if device_.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - started
-
-    timed()  # warm-up: kernel selection, page faults
-    best, spent = float("inf"), 0.0
-    while spent < seconds or best == float("inf"):
-        elapsed = timed()
-        best, spent = min(best, elapsed), spent + elapsed
+    best = roofline.best_seconds(lambda: torch.mm(a, b), device_, seconds)
     return 2 * size**3 / best / 1e9
 
 

@@ -73,12 +73,14 @@ def memory_bandwidth_gbps(device: str, megabytes: int = 256, seconds: float = 1.
     kernels = {"copy": (lambda: b.copy_(a), 2), "triad": (lambda: torch.add(b, c, alpha=3.0, out=a), 3)}
     figures = {}
     for name, (kernel, arrays) in kernels.items():
-        best = _best_seconds(kernel, device_, seconds)
+        best = best_seconds(kernel, device_, seconds)
         figures[name] = arrays * n * 4 / best / 1e9
     return figures
 
 
-def _best_seconds(kernel: Any, device: torch.device, seconds: float) -> float:
+def best_seconds(kernel: Any, device: torch.device, seconds: float) -> float:
+    """The fastest of repeated runs of ``kernel`` over about ``seconds`` (after one warm-up run), synchronised on a GPU."""
+
     def timed() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
