@@ -44,6 +44,19 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[FORCE_PRECISION_VARIABLE] = forced
 
 
+def write_checkpoint(run_dir: Path, config: Config, state: dict, global_step: int) -> Path:
+    """``RUN/checkpoints/last.ckpt`` in the documented format (a Lightning checkpoint dict with ``state_dict``
+    and ``hyper_parameters.config``) and the run directory's ``config.yaml``; returns the checkpoint's path."""
+    from hallucinator.engine.config import dump_config, to_dict
+
+    path = run_dir / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = {"epoch": 0, "global_step": global_step, "state_dict": state}
+    torch.save({**checkpoint, "hyper_parameters": {"config": to_dict(config)}}, path)
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    return path
+
+
 def auto_precision() -> str:
     """What ``trainer.precision: auto`` trains in on this CPU, or under ``--force-precision``."""
     from hallucinator.engine.train import resolve_precision

@@ -21,6 +21,7 @@ from hallucinator.export import (
     timm_loading_code,
     timm_state_dict,
 )
+from tests.conftest import write_checkpoint
 from tests.evaluation.conftest import fabricate_checkpoint
 
 
@@ -44,7 +45,7 @@ def method_checkpoint(
     """A checkpoint as ``pretrain`` writes it, with every weight of the method (``fabricate_checkpoint``'s projector
     is a stub), BatchNorm statistics away from their initial 0 / 1 so that the eval-mode normalisation is exercised.
     ``cifar_stem``: by default for ResNets of width < 64."""
-    from hallucinator.engine.config import Config, dump_config, to_dict
+    from hallucinator.engine.config import Config
     from hallucinator.engine.module import build_method
 
     config = Config(seed=seed, output_dir=str(run_dir))
@@ -59,13 +60,7 @@ def method_checkpoint(
             module.running_mean.normal_(0, 0.2)
             module.running_var.uniform_(0.5, 2.0)
     state = {f"method.{key}": value for key, value in net.state_dict().items()}
-    path = run_dir / "checkpoints" / "last.ckpt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"epoch": 0, "global_step": 7, "state_dict": state, "hyper_parameters": {"config": to_dict(config)}}, path
-    )
-    (run_dir / "config.yaml").write_text(dump_config(config))
-    return path
+    return write_checkpoint(run_dir, config, state, global_step=7)
 
 
 def printed_command(output: str, prefix: str) -> str:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from tests.conftest import write_checkpoint
+
 TRAIN_PER_CLASS, TEST_PER_CLASS = 1000, 200
 STEPS_PER_EPOCH, EPOCHS = 10, 3
 
@@ -60,7 +62,7 @@ def fabricate_checkpoint(
     """A checkpoint in the documented format (a Lightning checkpoint dict with ``state_dict`` holding
     ``method.backbone.*`` and ``hyper_parameters.config``), plus the run directory's ``config.yaml``."""
     from hallucinator import backbones
-    from hallucinator.engine.config import Config, dump_config, to_dict
+    from hallucinator.engine.config import Config
 
     config = Config(seed=seed, output_dir=str(run_dir))
     config.model.backbone, config.model.width, config.model.cifar_stem = backbone, width, backbone == "resnet18"
@@ -70,13 +72,7 @@ def fabricate_checkpoint(
     net = backbones.build(backbone, cifar_stem=config.model.cifar_stem, width=width)
     state = {f"method.backbone.{key}": value for key, value in net.state_dict().items()}
     state["method.projector.weight"] = torch.zeros(2, 2)  # other method weights are ignored by load_backbone
-    path = run_dir / "checkpoints" / "last.ckpt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"epoch": 0, "global_step": 1, "state_dict": state, "hyper_parameters": {"config": to_dict(config)}}, path
-    )
-    (run_dir / "config.yaml").write_text(dump_config(config))
-    return path
+    return write_checkpoint(run_dir, config, state, global_step=1)
 
 
 def write_metrics(run_dir, slope: float) -> None:
