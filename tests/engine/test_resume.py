@@ -59,6 +59,7 @@ class SignalAt(pl.Callback):
             os.kill(os.getpid(), self.signum)
 
 
+@pytest.mark.precision_sensitive  # trains in the precision `auto` picks: both are checked (test_precision_modes.py)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_mid_epoch_then_resume_matches_uninterrupted(cifar10_archive: Path, tmp_path: Path, signum) -> None:
     config = tiny(cifar10_archive, tmp_path / "whole")
