@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from hallucinator import losses
 from hallucinator.losses import alignment, info_nce, negative_cosine, nt_xent, uniformity
 
 
@@ -91,3 +92,46 @@ def test_alignment_and_uniformity_hand_computed() -> None:
     expected = math.log((1 + 2 * math.exp(-2 * 4)) / 3)
     assert uniformity(points).item() == pytest.approx(expected, rel=1e-6)
     assert uniformity(points, t=1).item() == pytest.approx(math.log((1 + 2 * math.exp(-4)) / 3), rel=1e-6)
+
+
+def _loss_cases(generator: torch.Generator) -> dict[str, tuple]:
+    def features(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(torch.bfloat16)
+
+    queue = torch.nn.functional.normalize(torch.randn(64, 16, generator=generator), dim=1).to(torch.bfloat16)
+    probs = torch.softmax(torch.randn(8, 32, generator=generator), dim=1).to(torch.bfloat16)
+    return {
+        "nt_xent": (losses.nt_xent, (features(8, 16), features(8, 16), 0.07)),
+        "info_nce": (losses.info_nce, (features(8, 16), features(8, 16), queue, 0.07)),
+        "in_batch_info_nce": (losses.in_batch_info_nce, (features(8, 16), features(8, 16), 0.2)),
+        "barlow_twins": (losses.barlow_twins, (features(8, 16), features(8, 16))),
+        "vicreg": (losses.vicreg, (features(8, 16), features(8, 16))),
+        "soft_cross_entropy": (losses.soft_cross_entropy, (features(8, 32), probs, 0.1)),
+        "dino": (losses.dino, ([features(8, 32), features(8, 32)], [probs, probs], 0.1)),
+        "negative_cosine": (losses.negative_cosine, (features(8, 16), features(8, 16))),
+    }
+
+
+def _each_tensor(function, args: tuple) -> tuple:
+    """``args`` with ``function`` applied to every tensor, also inside lists (DINO's views)."""
+    return tuple(
+        [function(a) for a in arg] if isinstance(arg, list) else function(arg) if isinstance(arg, torch.Tensor) else arg
+        for arg in args
+    )
+
+
+@pytest.mark.parametrize("name", sorted(_loss_cases(torch.Generator())))
+def test_losses_compute_in_float32_inside_bf16_autocast(name: str) -> None:
+    """Under bf16 autocast a loss equals its float32 value on the same (bf16) inputs, and gradients reach them."""
+    loss, args = _loss_cases(torch.Generator().manual_seed(0))[name]
+    args = _each_tensor(lambda a: a.clone().requires_grad_(), args)
+    reference = loss(*_each_tensor(lambda a: a.detach().float(), args))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (torch.randn(4, 4) @ torch.randn(4, 4)).dtype == torch.bfloat16  # autocast is on: a matmul would be bf16
+        value = loss(*args)
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(reference.item(), rel=1e-6, abs=1e-7)
+    value.backward()
+    grads: list[torch.Tensor] = []
+    _each_tensor(lambda a: grads.append(a.grad) if a.grad is not None else None, args)
+    assert grads and all(grad.dtype == torch.bfloat16 for grad in grads)
