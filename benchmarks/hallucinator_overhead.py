@@ -23,6 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hallucinator import backbones, methods
+from hallucinator.methods.memory import MomentumTarget
 
 
 def step_time(
@@ -35,6 +36,8 @@ def step_time(
     if views[0].is_cuda:
         torch.cuda.synchronize()
     start, start_cpu = time.perf_counter(), time.process_time()
+    if isinstance(model, MomentumTarget):  # the EMA target moves each step, as in the engine's step
+        model.update_target(model.momentum)
     with torch.autocast(views[0].device.type, dtype=torch.bfloat16, enabled=bf16):
         out = model(*views)
     optimizer.zero_grad(set_to_none=True)

@@ -21,6 +21,7 @@ import torch
 
 from hallucinator import backbones, methods
 from hallucinator.engine.online_linear import OnlineLinear
+from hallucinator.methods.memory import MomentumTarget
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     def step(probed: bool) -> float:
         started = time.perf_counter()
+        if isinstance(model, MomentumTarget):  # the EMA target moves each step, as in the engine's step
+            model.update_target(model.momentum)
         out = model(*views)
         out["loss"].backward()
         optimizer.step()

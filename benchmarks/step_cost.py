@@ -18,6 +18,7 @@ import time
 import torch
 
 from hallucinator import backbones, methods
+from hallucinator.methods.memory import MomentumTarget
 
 
 def step_seconds(method: str, width: int, batch: int, size: int, hallucinator: bool, steps: int, warmup: int) -> float:
@@ -30,6 +31,8 @@ def step_seconds(method: str, width: int, batch: int, size: int, hallucinator: b
     views = [torch.randn(batch, 3, size, size).contiguous(memory_format=memory_format) for _ in range(2)]
 
     def step() -> None:
+        if isinstance(model, MomentumTarget):  # the EMA target moves each step, as in the engine's step
+            model.update_target(model.momentum)
         model(*views)["loss"].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -31,6 +31,7 @@ from hallucinator import losses
 from hallucinator.engine import load_config
 from hallucinator.engine.module import build_augmentation, build_method
 from hallucinator.engine.optim import build_optimizer
+from hallucinator.methods.memory import MomentumTarget
 
 REGIONS = ("augmentation", "hallucinator", "loss", "optimizer")
 KINDS = {  # operation name fragments -> kind, first match wins
@@ -96,6 +97,8 @@ def profile_step(args: argparse.Namespace) -> dict[str, float]:
         def step() -> None:
             with record_function("augmentation"), torch.no_grad():
                 views = [v.contiguous(memory_format=torch.channels_last) for v in augment(images, generator=generator)]
+            if isinstance(method, MomentumTarget):  # the EMA target moves each step, as in the engine's step
+                method.update_target(method.momentum)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = method(*views)["loss"]
             loss.backward()

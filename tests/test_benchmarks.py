@@ -187,3 +187,13 @@ def test_step_profile_puts_every_operation_in_one_kind(capsys: pytest.CaptureFix
     )
     kinds = sum(value for kind, value in ms.items() if kind != "step")
     assert kinds == pytest.approx(ms["step"], abs=0.05 * ms["step"] + 0.1)  # the rest is python and dispatch
+
+
+def test_transfer_step_times_fine_tuning_steps(cifar10_archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    load_benchmark("transfer_step").main(
+        ["--cifar", str(cifar10_archive), "--train-images", "8", "--width", "8", "--batch-size", "4"]
+        + ["--steps", "2", "--warmup", "1", "--threads", "1"]
+    )
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["steps_timed"] == 2 and figures["batch_size"] == 4 and figures["threads"] == 1
+    assert figures["seconds_per_step"] > 0 and figures["cpu_seconds_per_step"] > 0 and figures["cpu"]

@@ -20,7 +20,8 @@ from hallucinator.engine.module import build_augmentation, build_method
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-ALL = sorted(CONFIGS.rglob("*.yaml"))
+# pre-training configs; configs/transfer/ holds `hallucinator transfer`'s recipes (tests/transfer/test_train.py)
+ALL = sorted(path for path in CONFIGS.rglob("*.yaml") if path.parent.name != "transfer")
 PAPER = sorted([*CONFIGS.glob("table1/*.yaml"), *CONFIGS.glob("table2/*.yaml")])
 CLAIM = re.compile(r"`([\w*?\[\]./-]+/[\w*?\[\]./-]*): ([\w.]+)=([^`]+)`")
 
@@ -39,11 +40,17 @@ def resolved(path: Path) -> Config:
 
 
 def value_of(path: Path, key: str) -> Any:
-    """The resolved value of ``key``: method hyper-parameters include the registry's defaults and
+    """The resolved value of ``key``: method hyper-parameters include the registry's defaults (a ``None`` default,
+    which the constructor resolves, e.g. MoCo's temperature by version, is read from the built method) and
     ``augment.*`` is read from the built view-1 crop."""
     config = resolved(path)
     if key.startswith("model.hparams."):
-        return {**methods.METHODS[config.model.method].hparams, **config.model.hparams}[key.split(".", 2)[2]]
+        name = key.split(".", 2)[2]
+        value = {**methods.METHODS[config.model.method].hparams, **config.model.hparams}[name]
+        if value is None:
+            with torch.device("meta"):
+                value = getattr(build_method(config), name, None)
+        return value
     if key.startswith("augment."):
         crop = build_augmentation(config).view1.ops[0]
         assert isinstance(crop, augment.CenterSuppressedResizedCrop), f"{path}: view 1 has no center-suppressed crop"

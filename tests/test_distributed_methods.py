@@ -2,7 +2,7 @@
 
 Barlow Twins' cross-correlation and VICReg's variance / covariance are computed over the global
 batch, MoCo v3's and NNCLR's negatives are the global batch, NNCLR's support queue receives
-the embeddings of both processes and DINO's centre is the mean teacher output of the global batch. Each method runs in training mode (momentum update, enqueue)
+the embeddings of both processes and DINO's centre is the mean teacher output of the global batch. Each method runs in training mode (enqueue, centre update)
 with its BatchNorm layers in eval mode: per-process BatchNorm statistics would otherwise make
 the forward pass itself differ (a property of DDP without SyncBatchNorm, not of the losses).
 """

@@ -234,9 +234,9 @@ def test_the_printed_timm_command_of_a_standard_resnet_loads_it_strictly(tmp_pat
     assert "timm.create_model('resnet18', pretrained=False, num_classes=0)" in command
     namespace: dict = {}
     exec(command, namespace)  # load_state_dict is strict: a missing or unexpected key would raise
-    from hallucinator.engine.checkpoint import load_backbone
+    from hallucinator.engine.checkpoint import load_pretrained
 
-    backbone, _ = load_backbone(checkpoint)
+    backbone, _ = load_pretrained(checkpoint)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(namespace["model"].eval()(x), backbone.eval()(x))
 
@@ -269,9 +269,9 @@ def test_the_printed_torchvision_command_loads_the_weights(tmp_path, capsys, wid
     assert ("torchvision.models.resnet18()" in command) == (width == 64 and not cifar_stem)
     namespace: dict = {}
     exec(command, namespace)
-    from hallucinator.engine.checkpoint import load_backbone
+    from hallucinator.engine.checkpoint import load_pretrained
 
-    backbone, _ = load_backbone(checkpoint)
+    backbone, _ = load_pretrained(checkpoint)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(namespace["model"].eval()(x), backbone.eval()(x))
 

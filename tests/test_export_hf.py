@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import hallucinator
 from hallucinator.cli import main
 from hallucinator.data import eval_transform
-from hallucinator.engine.checkpoint import load_backbone
+from hallucinator.engine.checkpoint import load_pretrained
 from tests.test_export import _one_thread, method_checkpoint  # noqa: F401 (_one_thread: an autouse fixture)
 
 CIFAR10_MEAN, CIFAR10_STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
@@ -52,7 +52,7 @@ def _export(tmp_path, capsys, network: str, evaluation: dict | None = None):
 @pytest.mark.parametrize("network", NETWORKS)
 def test_every_printed_and_documented_load_command_gives_the_original_features(tmp_path, capsys, images, network):
     checkpoint, out, printed = _export(tmp_path, capsys, network)
-    original, _ = load_backbone(checkpoint)
+    original, _ = load_pretrained(checkpoint)
     with torch.no_grad():
         expected = original.eval()(images)
     commands = dict(re.findall(r"^load it with ([^:]+): (.*)$", printed, re.M))

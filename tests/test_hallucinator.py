@@ -117,18 +117,50 @@ def test_symmetric_extrapolation_moves_both_normalised_features_apart() -> None:
     q, k = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
     qn, kn = q / q.norm(dim=1, keepdim=True), k / k.norm(dim=1, keepdim=True)
     plain = H(4, num_layers=0, extrapolation=(0.3, 0.3), extrapolation_mode="symmetric")
-    q_hat, k_hat = plain.pair(q, k)
+    q_hat, k_hat, _ = plain.pair(q, k)
     torch.testing.assert_close(q_hat, 1.3 * qn - 0.3 * kn)
     torch.testing.assert_close(k_hat, 1.3 * kn - 0.3 * qn)
     cosine = (qn * kn).sum(1)  # the pair's dot product falls: 1.78 c - 0.78 <= c for c <= 1
     torch.testing.assert_close((q_hat * k_hat).sum(1), 1.78 * cosine - 0.78)
     net = H(4, num_layers=1, extrapolation=(0.3, 0.3), extrapolation_mode="symmetric").double()
-    q_hat, k_hat = net.pair(q, k)
+    q_hat, k_hat, _ = net.pair(q, k)
     layer = net.net[0]
     torch.testing.assert_close(q_hat, torch.cat([qn, 1.3 * qn - 0.3 * kn], 1) @ layer.weight.T + layer.bias)
     torch.testing.assert_close(k_hat, 1.3 * kn - 0.3 * qn)
     asymmetric = H(4, num_layers=0, extrapolation=(0.3, 0.3))
-    q_hat, partner = asymmetric.pair(q, k)
+    q_hat, partner, _ = asymmetric.pair(q, k)
     assert partner is k and torch.allclose(q_hat, 1.3 * q - 0.3 * k)
-    with pytest.raises(ValueError, match="extrapolation_mode must be one of"):
+    with pytest.raises(ValueError, match=r"^extrapolation_mode: 'mirror' is not one of \['asymmetric', 'symmetric'\]"):
         H(4, extrapolation_mode="mirror")
+
+
+@pytest.mark.parametrize("mode", ["asymmetric", "symmetric"])
+def test_pair_returns_q_hat_its_partner_and_the_extrapolated_q_prime(mode: str) -> None:
+    """``pair`` hands callers ``q'`` (H's second input), computed here by hand: no state is left behind."""
+    torch.manual_seed(0)
+    hallucinator = Hallucinator(3, num_layers=1, extrapolation=(0.2, 0.2), extrapolation_mode=mode).double()
+    q, k = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    state = dict(vars(hallucinator))
+    pair = hallucinator.pair(q, k)
+    assert vars(hallucinator) == state  # no side channel: pair() leaves the module as it was
+    if mode == "symmetric":
+        q, k = q / q.norm(dim=1, keepdim=True), k / k.norm(dim=1, keepdim=True)
+    q_prime = 1.2 * q - 0.2 * k
+    torch.testing.assert_close(pair.q_prime, q_prime)
+    layer = hallucinator.net[0]
+    torch.testing.assert_close(pair.q_hat, torch.cat([q, q_prime], 1) @ layer.weight.T + layer.bias)
+    torch.testing.assert_close(pair.partner, k if mode == "asymmetric" else 1.2 * k - 0.2 * q)
+
+
+def test_the_module_is_the_papers_and_nothing_more() -> None:
+    """The paper's module (Sec. 3.3) takes the paper's arguments only; the study's variants are subclasses."""
+    import inspect
+
+    assert list(inspect.signature(Hallucinator).parameters) == [
+        "dim",
+        "num_layers",
+        "hidden_dim",
+        "extrapolation",
+        "per_sample",
+        "extrapolation_mode",
+    ]

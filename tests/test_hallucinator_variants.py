@@ -1,14 +1,27 @@
-"""Hallucinator variants beyond the paper (train_mode, hardness guard) against independent computations."""
+"""Hallucinator variants beyond the paper (train_mode, hardness guard) against independent computations,
+and the one list of options (``HallucinatorOptions``) that the config section is."""
 
 from __future__ import annotations
+
+import dataclasses
+import inspect
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from hallucinator import Hallucinator
-from hallucinator.engine import config as engine_config
-from hallucinator.hallucinator import TRAIN_MODES
+from hallucinator.engine.config import ConfigError, HallucinatorConfig, load_config
+from hallucinator.engine.module import build_method
+from hallucinator.hallucinator import OptionError
+from hallucinator.hallucinator_variants import (
+    TRAIN_MODES,
+    AdversarialHallucinator,
+    FrozenHallucinator,
+    GuardedHallucinator,
+    HallucinatorOptions,
+    constructor_options,
+)
 
 
 def _pair(dim: int = 4, n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,7 +40,7 @@ def test_adversarial_gradient_on_h_is_minus_strength_times_the_joint_one_and_the
     strength: float,
 ) -> None:
     joint = Hallucinator(4, num_layers=2).double()
-    adversary = Hallucinator(4, num_layers=2, train_mode="adversarial", adversarial_strength=strength).double()
+    adversary = AdversarialHallucinator(4, num_layers=2, adversarial_strength=strength).double()
     adversary.load_state_dict(joint.state_dict())
     q, k = _pair()
     # independent computation: the same network written out with plain tensors
@@ -56,7 +69,7 @@ def test_adversarial_gradient_on_h_is_minus_strength_times_the_joint_one_and_the
 
 def test_frozen_h_requires_no_gradient_gets_none_and_is_saved_and_restored() -> None:
     torch.manual_seed(0)
-    frozen = Hallucinator(4, train_mode="frozen").double()
+    frozen = FrozenHallucinator(4).double()
     before = {name: p.clone() for name, p in frozen.state_dict().items()}
     assert not any(p.requires_grad for p in frozen.parameters())
     q, k = _pair()
@@ -70,40 +83,40 @@ def test_frozen_h_requires_no_gradient_gets_none_and_is_saved_and_restored() -> 
     assert q.grad is not None and q.grad.abs().sum() > 0  # the encoder side still learns through H
     for name, value in frozen.state_dict().items():
         torch.testing.assert_close(value, before[name], rtol=0, atol=0)
-    restored = Hallucinator(4, train_mode="frozen").double()
+    restored = FrozenHallucinator(4).double()
     restored.load_state_dict(frozen.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(restored.parameters(), frozen.parameters()))
     assert not any(p.requires_grad for p in restored.parameters())
 
 
 def test_guard_is_zero_when_satisfied_and_the_hand_computed_hinge_otherwise() -> None:
-    h = Hallucinator(2, num_layers=0, extrapolation=(1.0, 1.0), guard_weight=1.0)
+    h = GuardedHallucinator(2, num_layers=0, extrapolation=(1.0, 1.0), guard_weight=1.0)
     q = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
     k = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
-    q_prime, _ = h.pair(q, k)  # 2q - k = [[1, -1], [2, -1]]
+    pair = h.pair(q, k)  # q_hat = q' = 2q - k = [[1, -1], [2, -1]]
     # cos(q', k): row 0: 0; row 1: -1/sqrt(5)
-    torch.testing.assert_close(h.last_extrapolated, torch.tensor([[1.0, -1.0], [2.0, -1.0]]))
-    assert h.guard_penalty(q_prime, k, q).item() == 0.0  # q_hat = q' satisfies its own bound
-    harder = torch.tensor([[0.0, -1.0], [0.0, -1.0]])  # cos with k: -1/sqrt(2), -1: below both bounds
-    assert h.guard_penalty(harder, k, q).item() == 0.0
-    easier = torch.tensor([[1.0, 1.0], [1.0, 0.0]])  # cos with k: 1, 0
+    torch.testing.assert_close(pair.q_prime, torch.tensor([[1.0, -1.0], [2.0, -1.0]]))
+    assert h.guard_penalty(pair, q).item() == 0.0  # q_hat = q' satisfies its own bound
+    harder = pair._replace(q_hat=torch.tensor([[0.0, -1.0], [0.0, -1.0]]))  # cos with k: -1/sqrt(2), -1
+    assert h.guard_penalty(harder, q).item() == 0.0
+    easier = pair._replace(q_hat=torch.tensor([[1.0, 1.0], [1.0, 0.0]]))  # cos with k: 1, 0
     expected = ((1.0 - 0.0) + (0.0 + 1 / 5**0.5)) / 2
-    assert h.guard_penalty(easier, k, q).item() == pytest.approx(expected, rel=1e-6)
+    assert h.guard_penalty(easier, q).item() == pytest.approx(expected, rel=1e-6)
     # margin bound: cos(q, k) - 0.5 = [1/sqrt(2) - 0.5, -0.5]
     h.guard_margin = 0.5
     expected = (max(0.0, 1.0 - (2**-0.5 - 0.5)) + max(0.0, 0.0 + 0.5)) / 2
-    assert h.guard_penalty(easier, k, q).item() == pytest.approx(expected, rel=1e-6)
-    assert h.guard_penalty(harder, k, q).item() == 0.0
+    assert h.guard_penalty(easier, q).item() == pytest.approx(expected, rel=1e-6)
+    assert h.guard_penalty(harder, q).item() == 0.0
 
 
 def test_guard_gradient_moves_q_hat_not_the_target() -> None:
-    h = Hallucinator(2, num_layers=1, guard_weight=1.0, guard_margin=-2.0)  # bound above 1: never violated
+    h = GuardedHallucinator(2, num_layers=1, guard_weight=1.0, guard_margin=-2.0)  # bound above 1: never violated
     q, k = _pair(dim=2)
     k = k.float().requires_grad_(True)
-    q_hat, _ = h.pair(q.float(), k.detach())
-    assert h.guard_penalty(q_hat, k, q.float()).item() == 0.0
+    pair = h.pair(q.float(), k.detach())._replace(partner=k)
+    assert h.guard_penalty(pair, q.float()).item() == 0.0
     h.guard_margin = 2.0  # bound below -1: always violated
-    penalty = h.guard_penalty(q_hat, k, q.float())
+    penalty = h.guard_penalty(pair, q.float())
     penalty.backward()
     assert k.grad is None and penalty.item() > 0
     assert h.net[0].weight.grad.abs().sum() > 0
@@ -113,11 +126,10 @@ def test_guard_gradient_reaches_the_encoder_through_h_inputs_not_through_the_tar
     """As the docstring says: the target k and the bound are constants in the penalty, but H's inputs q and
     q' = q + lam (q - k) are not cut, so the gradient reaches q and, through q', k."""
     torch.manual_seed(0)
-    h = Hallucinator(3, num_layers=2, extrapolation=(0.5, 0.5), guard_weight=1.0, guard_margin=2.0).double()
+    h = GuardedHallucinator(3, num_layers=2, extrapolation=(0.5, 0.5), guard_weight=1.0, guard_margin=2.0).double()
     q = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     k = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    q_hat, partner = h.pair(q, k)
-    h.guard_penalty(q_hat, partner, q).backward()
+    h.guard_penalty(h.pair(q, k), q).backward()
     # independently: k (and the bound) constant where the penalty compares, live only inside q'
     q_ref = q.detach().clone().requires_grad_(True)
     k_ref = k.detach().clone().requires_grad_(True)
@@ -131,19 +143,73 @@ def test_guard_gradient_reaches_the_encoder_through_h_inputs_not_through_the_tar
     torch.testing.assert_close(k.grad, k_ref.grad)
 
 
-def test_bad_variant_options_are_one_line_errors() -> None:
-    with pytest.raises(ValueError, match="train_mode must be one of"):
-        Hallucinator(4, train_mode="reverse")
-    with pytest.raises(ValueError, match=r"adversarial_strength must be in \(0, 1\]"):
-        Hallucinator(4, train_mode="adversarial", adversarial_strength=0.0)
-    with pytest.raises(ValueError, match="guard_weight must be >= 0"):
-        Hallucinator(4, guard_weight=-1.0)
-    with pytest.raises(ValueError, match="constrains a jointly trained H"):
-        Hallucinator(4, train_mode="frozen", guard_weight=1.0)
-    assert engine_config.TRAIN_MODES == TRAIN_MODES
+def test_bad_variant_options_are_one_line_errors_naming_the_option() -> None:
+    with pytest.raises(OptionError, match=r"^train_mode: 'reverse' is not one of \['joint', 'adversarial', 'frozen'\]"):
+        HallucinatorOptions(train_mode="reverse").build(4)
+    with pytest.raises(OptionError, match=r"^adversarial_strength: must be in \(0, 1\]"):
+        AdversarialHallucinator(4, adversarial_strength=0.0)
+    with pytest.raises(OptionError, match="^guard_weight: must be >= 0"):
+        GuardedHallucinator(4, guard_weight=-1.0)
+    with pytest.raises(OptionError, match="^guard_weight: the hardness guard needs train_mode joint"):
+        HallucinatorOptions(train_mode="frozen", guard_weight=1.0).build(4)
 
 
-def test_the_paper_defaults_are_unchanged() -> None:
-    h = Hallucinator(4)
-    assert (h.train_mode, h.guard_weight, h.guard_margin) == ("joint", 0.0, None)
-    assert all(p.requires_grad for p in h.parameters())
+def test_options_build_the_papers_module_by_default_and_each_variant_by_its_keys() -> None:
+    assert type(HallucinatorOptions().build(4)) is Hallucinator
+    h = HallucinatorOptions().build(4)
+    assert all(p.requires_grad for p in h.parameters()) and len(h.net) == 5
+    chosen = {
+        "adversarial": HallucinatorOptions(train_mode="adversarial", adversarial_strength=0.03),
+        "frozen": HallucinatorOptions(train_mode="frozen"),
+        "guard": HallucinatorOptions(guard_weight=2.0, guard_margin=0.1),
+    }
+    adversary, frozen, guarded = (options.build(4) for options in chosen.values())
+    assert isinstance(adversary, AdversarialHallucinator) and adversary.adversarial_strength == 0.03
+    assert isinstance(frozen, FrozenHallucinator) and not any(p.requires_grad for p in frozen.parameters())
+    assert isinstance(guarded, GuardedHallucinator) and (guarded.guard_weight, guarded.guard_margin) == (2.0, 0.1)
+    # the paper's options reach every class
+    built = HallucinatorOptions(num_layers=2, hidden_dim=6, extrapolation=(0.2, 0.3), per_sample=True).build(4)
+    assert (built.extrapolation, built.per_sample, [m.out_features for m in built.net[::2]]) == (
+        (0.2, 0.3),
+        True,
+        [6, 4],
+    )
+
+
+def test_every_option_is_a_constructor_argument_with_its_default_and_every_argument_an_option() -> None:
+    """One list: a field of HallucinatorOptions (and so a key of the config's ``hallucinator`` section) for each
+    argument of the paper's module and of the variants, with the same default."""
+    fields = {f.name: f.default for f in dataclasses.fields(HallucinatorOptions)}
+    arguments: dict[str, object] = {}
+    for cls in (Hallucinator, AdversarialHallucinator, FrozenHallucinator, GuardedHallucinator):
+        assert set(constructor_options(cls)) <= set(fields), cls.__name__
+        for name, parameter in inspect.signature(cls).parameters.items():
+            if parameter.kind is parameter.POSITIONAL_OR_KEYWORD and name != "dim":
+                arguments.setdefault(name, parameter.default)
+    assert set(arguments) | {"train_mode"} == set(fields)  # train_mode picks the class
+    paper = {n: p.default for n, p in inspect.signature(Hallucinator).parameters.items() if n != "dim"}
+    assert {name: fields[name] for name in paper} == paper
+    # the variants' switches default to off: the paper's module
+    assert (fields["train_mode"], fields["guard_weight"]) == ("joint", 0.0)
+    config_keys = {f.name for f in dataclasses.fields(HallucinatorConfig)}
+    assert set(fields) <= config_keys and issubclass(HallucinatorConfig, HallucinatorOptions)
+    assert TRAIN_MODES == ("joint", "adversarial", "frozen")
+
+
+def test_the_config_section_builds_the_module_through_the_options_and_reports_their_checks() -> None:
+    config = load_config(None, ["--model.width=4", "--hallucinator.num_layers=2", "--hallucinator.hidden_dim=12"])
+    with torch.device("meta"):
+        model = build_method(config)
+    assert [m.out_features for m in model.hallucinator.net[::2]] == [12, 128]
+    for override, message in (
+        ("--hallucinator.num_layers=-1", r"^hallucinator\.num_layers: must be >= 0"),
+        ("--hallucinator.hidden_dim=0", r"^hallucinator\.hidden_dim: must be positive"),
+        ("--hallucinator.train_mode=reverse", r"^hallucinator\.train_mode: 'reverse' is not one of"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, [override])
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    load_config(None, ["--hallucinator.num_layers=4"])  # the check builds on the meta device: no random draw
+    assert torch.equal(torch.rand(3), expected)

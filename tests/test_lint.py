@@ -50,17 +50,36 @@ def test_layer_contract_holds():
     _require("importlinter")
     result = _run(["-c", LINT_IMPORTS])
     _passes(result)
-    assert "1 kept, 0 broken" in result.stdout
+    assert "2 kept, 0 broken" in result.stdout  # the layers and no import cycles
+
+
+def _copy_with(tmp_path: Path, module: str, line: str) -> Path:
+    """A copy of the tree and its ``pyproject.toml`` in which ``module`` (a path under the package) ends with ``line``."""
+    package = tmp_path / "src" / "hallucinator"
+    shutil.copytree(ROOT / "src" / "hallucinator", package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    path = package / module
+    path.write_text(path.read_text() + f"\n{line}\n")
+    return tmp_path
 
 
 def test_layer_contract_catches_an_upward_import(tmp_path):
     """A copy of the tree where a core module imports the CLI breaks the contract (the check can fail)."""
     _require("importlinter")
-    package = tmp_path / "src" / "hallucinator"
-    shutil.copytree(ROOT / "src" / "hallucinator", package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    losses = package / "losses.py"
-    losses.write_text(losses.read_text() + "\nimport hallucinator.cli.pretrain  # an upward import\n")
+    _copy_with(tmp_path, "losses.py", "import hallucinator.cli.pretrain  # an upward import")
     result = _run(["-c", LINT_IMPORTS], cwd=tmp_path, source=tmp_path / "src")
     assert result.returncode != 0, result.stdout
     assert "BROKEN" in result.stdout and "hallucinator.losses -> hallucinator.cli.pretrain" in result.stdout
+
+
+def test_cycle_contract_catches_a_circle_even_through_a_function_level_import(tmp_path):
+    """datamodule imports device_data; a function of device_data importing datamodule back closes a circle."""
+    _require("importlinter")
+    line = "def _back() -> None:\n    from hallucinator.engine.datamodule import StepBatches  # noqa: F401"
+    _copy_with(tmp_path, "engine/device_data.py", line)
+    result = _run(["-c", LINT_IMPORTS], cwd=tmp_path, source=tmp_path / "src")
+    assert result.returncode != 0, result.stdout
+    assert (
+        "No cycles are allowed in hallucinator.engine" in result.stdout
+        and ".device_data -> .datamodule" in result.stdout
+    )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from hallucinator.hallucinator import Hallucinator
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written: pyproject.toml reads it ([tool.setuptools.dynamic])
 
 __all__ = ["Hallucinator", "__version__", "load_backbone"]
 

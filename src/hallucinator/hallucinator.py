@@ -1,26 +1,37 @@
-"""The Hallucinator (Wu et al., ICCV 2023, Sec. 3.3): an extra, harder positive in feature space."""
+"""The Hallucinator (Wu et al., ICCV 2023, Sec. 3.3): an extra, harder positive in feature space.
+
+The variants of the study beyond the paper (an adversarial or a frozen ``H``, the hardness guard) and the
+one list of every option, which the config reads, are in :mod:`hallucinator.hallucinator_variants`.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 EXTRAPOLATION_MODES = ("asymmetric", "symmetric")
-TRAIN_MODES = ("joint", "adversarial", "frozen")
 
 
-class _ReverseGradient(torch.autograd.Function):
-    """Identity forward; the backward pass multiplies the gradient by ``-strength``."""
+class OptionError(ValueError):
+    """An impossible constructor argument; ``option`` names it (the config reports it as ``hallucinator.<option>``)."""
 
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor, strength: float) -> torch.Tensor:
-        ctx.strength = strength
-        return tensor.view_as(tensor)
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option, self.reason = option, reason
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return -ctx.strength * grad, None
+
+class HallucinatedPair(NamedTuple):
+    """What :meth:`Hallucinator.pair` returns: the hallucinated positive pair and the extrapolation it came from."""
+
+    q_hat: torch.Tensor
+    """``H(concat[q, q'])`` (``q'`` itself when ``H`` has no layers)."""
+    partner: torch.Tensor
+    """The positive ``q_hat`` is scored against: ``k``, or ``k'`` in ``symmetric`` mode."""
+    q_prime: torch.Tensor
+    """The extrapolated ``q' = (1 + lam) q - lam k``, ``H``'s second input (for the logged ``cos(q', k)``)."""
 
 
 class Hallucinator(nn.Module):
@@ -39,23 +50,6 @@ class Hallucinator(nn.Module):
     ``q' = q + lam (q - k)``, ``k' = k + lam (k - q)``, and the pair is ``(H(q, q'), k')``
     (with ``num_layers=0``: ``(q', k')``). :meth:`pair` returns the pair in either mode.
 
-    Variants beyond the paper (the defaults are the paper's): jointly trained, ``H`` can learn to
-    pull ``q_hat`` back towards ``k`` (an *easier* positive; docs/RESULTS.md), so
-
-    - ``train_mode="adversarial"``: the gradient reaching ``H``'s parameters is multiplied by
-      ``-adversarial_strength``, so ``H`` ascends the loss it is scored by while the encoder,
-      whose gradient passes through ``H`` unchanged, descends it (a gradient-reversal layer on
-      the parameters only);
-    - ``train_mode="frozen"``: ``H`` keeps its random initialisation (a fixed non-linear
-      smoothing; no shortcut to learn); its parameters do not require gradients;
-    - a hardness guard, :meth:`guard_penalty` with weight ``guard_weight``: the mean of
-      ``relu(cos(q_hat, k) - bound)`` with ``bound = cos(q', k)`` (``guard_margin=None``) or
-      ``cos(q, k) - guard_margin``, so ``H`` may smooth but not undo the extrapolation. The
-      methods add ``guard_weight * penalty`` to the hallucinated loss.
-
-    After each :meth:`pair`, ``last_extrapolated`` holds the detached ``q'`` (for the logged
-    ``cos(q', k)``; computing it draws no random numbers).
-
     Args:
         dim: feature dimension ``d`` of ``q`` and ``k``.
         num_layers: number of Linear layers of ``H`` (the paper's ``n``; 3 by default).
@@ -63,17 +57,12 @@ class Hallucinator(nn.Module):
         extrapolation: ``(beta1, beta2)``, the range of ``lam`` (paper: ``(0, 0.1)``).
         per_sample: draw one ``lam`` per sample instead of one per batch.
         extrapolation_mode: ``asymmetric`` (the paper's) or ``symmetric`` (the comparison point).
-        train_mode: ``joint`` (the paper's), ``adversarial`` or ``frozen``.
-        adversarial_strength: factor in ``(0, 1]`` of the reversed gradient on ``H`` (``adversarial`` only).
-        guard_weight: weight of the hardness guard (0 = off, the paper's).
-        guard_margin: ``None`` bounds ``cos(q_hat, k)`` by ``cos(q', k)``; a number ``m`` by ``cos(q, k) - m``.
 
     Example:
         >>> hallucinator = Hallucinator(dim=128)
         >>> q, k = torch.randn(256, 128), torch.randn(256, 128)
         >>> q_hat = hallucinator(q, k)  # (256, 128), a harder positive for k
-        >>> adversary = Hallucinator(dim=128, train_mode="adversarial", adversarial_strength=0.1)
-        >>> guarded = Hallucinator(dim=128, guard_weight=1.0)  # cos(q_hat, k) <= cos(q', k)
+        >>> q_hat, partner, q_prime = hallucinator.pair(q, k)  # partner is k; q_prime is H's input q'
     """
 
     def __init__(
@@ -84,44 +73,21 @@ class Hallucinator(nn.Module):
         extrapolation: tuple[float, float] = (0.0, 0.1),
         per_sample: bool = False,
         extrapolation_mode: str = "asymmetric",
-        train_mode: str = "joint",
-        adversarial_strength: float = 0.1,
-        guard_weight: float = 0.0,
-        guard_margin: float | None = None,
     ) -> None:
         super().__init__()
         if dim <= 0:
-            raise ValueError(f"dim must be a positive feature dimension, got {dim}")
+            raise OptionError("dim", f"must be a positive feature dimension, got {dim}")
         if num_layers < 0:
-            raise ValueError(f"num_layers must be >= 0 (0 = extrapolation only), got {num_layers}")
+            raise OptionError("num_layers", f"must be >= 0 (0 = extrapolation only), got {num_layers}")
         hidden_dim = 2 * dim if hidden_dim is None else hidden_dim
         if hidden_dim <= 0:
-            raise ValueError(f"hidden_dim must be positive (or None for 2 * dim), got {hidden_dim}")
+            raise OptionError("hidden_dim", f"must be positive (or None for 2 * dim), got {hidden_dim}")
         beta1, beta2 = (float(b) for b in extrapolation)
         if beta1 > beta2:
-            raise ValueError(f"extrapolation must be (beta1, beta2) with beta1 <= beta2, got {extrapolation}")
+            raise OptionError("extrapolation", f"need beta1 <= beta2, got {[beta1, beta2]}")
         if extrapolation_mode not in EXTRAPOLATION_MODES:
-            raise ValueError(
-                f"extrapolation_mode must be one of {list(EXTRAPOLATION_MODES)}, got {extrapolation_mode!r}"
-            )
-        if train_mode not in TRAIN_MODES:
-            raise ValueError(f"train_mode must be one of {list(TRAIN_MODES)}, got {train_mode!r}")
-        if not 0.0 < adversarial_strength <= 1.0:
-            raise ValueError(f"adversarial_strength must be in (0, 1] (try 0.01-0.3), got {adversarial_strength}")
-        if guard_weight < 0:
-            raise ValueError(f"guard_weight must be >= 0 (0 = no hardness guard), got {guard_weight}")
-        if guard_weight > 0 and train_mode != "joint":
-            # a frozen H has nothing to guard (the penalty would move the encoder instead), and the
-            # reversed gradient of an adversarial H would turn the guard into its opposite
-            raise ValueError(
-                f"the hardness guard (guard_weight > 0) constrains a jointly trained H; got train_mode={train_mode!r}"
-            )
+            raise OptionError("extrapolation_mode", f"{extrapolation_mode!r} is not one of {list(EXTRAPOLATION_MODES)}")
         self.extrapolation_mode = extrapolation_mode
-        self.train_mode = train_mode
-        self.adversarial_strength = float(adversarial_strength)
-        self.guard_weight = float(guard_weight)
-        self.guard_margin = None if guard_margin is None else float(guard_margin)
-        self.last_extrapolated: torch.Tensor | None = None
         # draws the one lam per batch (None: torch's global generator); under data parallelism every process
         # gets the same, identically seeded one (the engine's PretrainModule does), so lam is one per global
         # batch while per-sample draws, from each process's own global stream, differ across processes
@@ -136,8 +102,6 @@ class Hallucinator(nn.Module):
                 layers.append(nn.ReLU(inplace=True))
             layers.append(nn.Linear(widths[i], widths[i + 1]))
         self.net = nn.Sequential(*layers)
-        if train_mode == "frozen":
-            self.net.requires_grad_(False)
 
     @staticmethod
     def extrapolate(q: torch.Tensor, k: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
@@ -157,10 +121,10 @@ class Hallucinator(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """``q_hat``, the hallucinated partner of ``k`` (in ``symmetric`` mode, of ``k'``: use :meth:`pair`)."""
-        return self.pair(q, k)[0]
+        return self.pair(q, k).q_hat
 
-    def pair(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The hallucinated positive pair: ``(q_hat, k)``, or ``(q_hat, k')`` in ``symmetric`` mode."""
+    def pair(self, q: torch.Tensor, k: torch.Tensor) -> HallucinatedPair:
+        """The hallucinated positive pair ``(q_hat, k)``, or ``(q_hat, k')`` in ``symmetric`` mode, and ``q'``."""
         if q.shape != k.shape or q.ndim != 2:
             raise ValueError(
                 f"q and k must have the same shape (N, {self.dim}), got {tuple(q.shape)} and {tuple(k.shape)}"
@@ -176,48 +140,16 @@ class Hallucinator(nn.Module):
             q_prime, k = self.extrapolate(q, k, lam), self.extrapolate(k, q, lam)
         else:
             q_prime = self.extrapolate(q, k, lam)
-        self.last_extrapolated = q_prime.detach()
         if len(self.net) == 0:
-            return q_prime, k
-        return self._hallucinate(torch.cat([q, q_prime], dim=1)), k
+            return HallucinatedPair(q_prime, k, q_prime)
+        return HallucinatedPair(self.hallucinate(torch.cat([q, q_prime], dim=1)), k, q_prime)
 
-    def _hallucinate(self, x: torch.Tensor) -> torch.Tensor:
-        if self.train_mode != "adversarial" or not torch.is_grad_enabled():
-            return self.net(x)
-        for layer in self.net:
-            if isinstance(layer, nn.Linear):
-                # same forward; only the gradient reaching the parameters is reversed, not the input's
-                weight = _ReverseGradient.apply(layer.weight, self.adversarial_strength)
-                bias = _ReverseGradient.apply(layer.bias, self.adversarial_strength)
-                x = F.linear(x, weight, bias)
-            else:
-                x = layer(x)
-        return x
-
-    def guard_penalty(self, q_hat: torch.Tensor, k: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """Mean ``relu(cos(q_hat, k) - bound)``: 0 when every hallucinated positive is at least as hard
-        as the bound, ``cos(q', k)`` (the last :meth:`pair`'s) or ``cos(q, k) - guard_margin``.
-
-        The bound and the ``k`` compared with are constants, but ``q_hat = H(concat[q, q'])`` is not cut from
-        its inputs: the penalty's gradient reaches ``H``'s parameters and, through ``q`` and
-        ``q' = q + lam (q - k)``, the encoder (``k`` too where it carries a gradient, as SimCLR's does; a
-        momentum or stop-gradient target does not). That is the guard the study measured (docs/study.md);
-        one on ``H`` alone would evaluate ``H`` on detached inputs.
-        """
-        k = k.detach()
-        with torch.no_grad():
-            if self.guard_margin is None:
-                if self.last_extrapolated is None:
-                    raise RuntimeError("guard_penalty with guard_margin=None needs q' from a pair() call first")
-                bound = F.cosine_similarity(self.last_extrapolated, k, dim=1)
-            else:
-                bound = F.cosine_similarity(q, k, dim=1) - self.guard_margin
-        return F.relu(F.cosine_similarity(q_hat, k, dim=1) - bound).mean()
+    def hallucinate(self, x: torch.Tensor) -> torch.Tensor:
+        """``H(x)`` for ``x = concat[q, q']``."""
+        return self.net(x)
 
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, extrapolation={self.extrapolation}, per_sample={self.per_sample}, "
-            f"extrapolation_mode={self.extrapolation_mode}, train_mode={self.train_mode}"
-            + (f", adversarial_strength={self.adversarial_strength}" if self.train_mode == "adversarial" else "")
-            + (f", guard_weight={self.guard_weight}, guard_margin={self.guard_margin}" if self.guard_weight else "")
+            f"extrapolation_mode={self.extrapolation_mode}"
         )

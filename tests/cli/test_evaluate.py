@@ -123,11 +123,12 @@ def test_bad_input_is_reported(run, tmp_path, capsys):
 
 def test_evaluation_options_are_the_parsed_arguments() -> None:
     from hallucinator.cli import build_parser
-    from hallucinator.cli.evaluate import EvaluationOptions
+    from hallucinator.cli.evaluate import _options
+    from hallucinator.evaluation.loading import EvaluationOptions
 
     args = build_parser().parse_args(
         ["knn", "run/last.ckpt", "--data-dir", "d", "--test-limit", "7", "--no-save", "--no-progress", "--threads", "2"]
     )
-    assert EvaluationOptions.from_args(args) == EvaluationOptions(
+    assert _options(args) == EvaluationOptions(
         "run/last.ckpt", data_dir="d", test_limit=7, save=False, progress=False, threads=2
     )

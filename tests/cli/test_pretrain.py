@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from hallucinator.cli import main
-from hallucinator.engine import load_backbone
+from hallucinator.engine import load_pretrained
 
 # width-8 nets, 16-image batches, 64 images: a few seconds per run
 TINY = [
@@ -70,7 +70,7 @@ def test_each_method(cifar10_archive: Path, tmp_path: Path, method: str, halluci
     if not hallucinator:
         extra.append("--no-hallucinator")
     assert pretrain(cifar10_archive, tmp_path, *extra) == 0
-    rows = metrics(tmp_path)
+    rows = [row for row in metrics(tmp_path) if row["train/loss"]]  # the last row holds the final evaluation
     assert [int(r["step"]) for r in rows] == [0, 1]
     assert all(math.isfinite(float(r["train/loss"])) for r in rows)
     assert all(("train/loss_hallucinated" in r and r["train/loss_hallucinated"] != "") == hallucinator for r in rows)
@@ -81,7 +81,7 @@ def test_each_method(cifar10_archive: Path, tmp_path: Path, method: str, halluci
     )
     assert all(-1 <= float(r[key]) <= 1 for r in rows for key in hardness)  # every run logs the Fig. 4 cosines
     assert (tmp_path / "config.yaml").is_file() and not list(tmp_path.rglob("*.tmp"))
-    backbone, config = load_backbone(tmp_path / "checkpoints" / "last.ckpt")
+    backbone, config = load_pretrained(tmp_path / "checkpoints" / "last.ckpt")
     assert config.model.method == method and config.hallucinator.enabled == hallucinator
     assert backbone(torch.zeros(2, 3, 32, 32)).shape == (2, backbone.num_features)
 
@@ -110,7 +110,7 @@ def test_online_linear_top1_on_the_test_set_goes_to_evaluation_json(
     figures = json.loads((tmp_path / "evaluation.json").read_text())["online_linear"]
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     weights = checkpoint["online_linear"]["weights"]
-    backbone, _ = load_backbone(tmp_path / "checkpoints" / "last.ckpt")
+    backbone, _ = load_pretrained(tmp_path / "checkpoints" / "last.ckpt")
     monitor = monitors[-1]
     with torch.no_grad():  # the probe's test top-1 recomputed from the checkpoint and the test images
         features = backbone.eval()(monitor.transform(monitor.test_images))
@@ -287,7 +287,7 @@ def test_a_vit_backbone_pretrains_and_loads(cifar10_archive: Path, tmp_path: Pat
         "--no-knn",
     ]
     assert pretrain(cifar10_archive, tmp_path, *vit) == 0
-    backbone, config = load_backbone(tmp_path / "checkpoints" / "last.ckpt")
+    backbone, config = load_pretrained(tmp_path / "checkpoints" / "last.ckpt")
     assert config.model.backbone == "vit_tiny" and backbone.patch_embed.patch_size == (4, 4)
     assert backbone(torch.zeros(2, 3, 32, 32)).shape == (2, 192)  # trained on 24 px crops, evaluated at 32 px
 
@@ -307,3 +307,26 @@ def test_an_impossible_config_stops_when_read_with_one_line(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "hallucinator.extrapolation_mode: BYOL scores its predictions" in err, err
     assert not (tmp_path / "sweep").exists()
+
+
+def test_flags_anywhere_and_overrides_in_order_are_parsed_once_and_args_left_as_parsed(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from hallucinator.cli import build_parser, parse_arguments
+    from hallucinator.cli.pretrain import config_overrides
+
+    argv = ["pretrain", "--seed", "3", "c.yaml", "--trainer.max_epochs", "2", "--no-knn", "--optimizer.base_lr=-0.1"]
+    args = parse_arguments(build_parser(), [*argv, "--batch-size", "16", "--knn-limit", "9"])
+    parsed = dict(vars(args))
+    assert (args.config, args.no_knn, args.knn_limit) == ("c.yaml", True, 9)
+    assert config_overrides(args) == [
+        "--data.batch_size=16",  # the short flags first (before or after CONFIG), then the dotted ones in order
+        "--seed=3",
+        "--trainer.max_epochs",
+        "2",
+        "--optimizer.base_lr=-0.1",
+    ]
+    assert vars(args) == parsed
+    with pytest.raises(SystemExit):  # other commands take no overrides: an unknown argument stays an error
+        parse_arguments(build_parser(), ["knn", "run/last.ckpt", "--trainer.max_epochs=2"])
+    assert "unrecognized arguments: --trainer.max_epochs=2" in capsys.readouterr().err

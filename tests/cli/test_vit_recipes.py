@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hallucinator.cli import main
-from hallucinator.engine import load_backbone, load_config
+from hallucinator.engine import load_config, load_pretrained
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # the recipe stays the config's; only the amount of work shrinks (small heads, 16-image batches)
@@ -49,7 +49,7 @@ def test_quickstart_mocov3_vit(cifar10_archive: Path, tmp_path: Path, hallucinat
     assert main([*args, "--output-dir", str(tmp_path), *TINY, *heads, *switch]) == 0
     columns = logged(tmp_path)
     assert len(columns["train/loss"]) == 3 and ("train/loss_hallucinated" in columns) == hallucinator
-    backbone, _ = load_backbone(tmp_path / "checkpoints" / "last.ckpt")
+    backbone, _ = load_pretrained(tmp_path / "checkpoints" / "last.ckpt")
     assert backbone.num_features == 192
 
 
@@ -68,7 +68,7 @@ def test_quickstart_dino(cifar10_archive: Path, tmp_path: Path, hallucinator: bo
     assert len(columns["train/teacher_student_kl"]) == 3
     wd = columns["train/weight_decay"]  # DINO's cosine from 0.04 towards 0.4 over the 3 steps
     assert wd[0] == pytest.approx(0.04) and wd[0] < wd[1] < wd[2] < 0.4
-    backbone, _ = load_backbone(tmp_path / "checkpoints" / "last.ckpt")
+    backbone, _ = load_pretrained(tmp_path / "checkpoints" / "last.ckpt")
     assert backbone.num_features == 192
 
 

@@ -19,7 +19,7 @@ from hallucinator.engine.config import (
     parse_overrides,
     validate,
 )
-from hallucinator.engine.optim import lr_factor, warmup_weight
+from hallucinator.engine.schedules import lr_factor, warmup_weight
 from hallucinator.methods import METHOD_NAMES
 
 
@@ -165,18 +165,21 @@ def test_a_queue_the_global_batch_does_not_divide_is_refused_when_read(method: s
 
 def test_hallucinator_variant_keys_reach_the_module_and_bad_values_name_the_key() -> None:
     from hallucinator.engine.module import build_method
+    from hallucinator.hallucinator_variants import AdversarialHallucinator, FrozenHallucinator, GuardedHallucinator
 
     overrides = ["--model.width=4", "--hallucinator.train_mode=adversarial", "--hallucinator.adversarial_strength=0.03"]
     h = build_method(load_config(None, overrides)).hallucinator
-    assert (h.train_mode, h.adversarial_strength) == ("adversarial", 0.03)
+    assert isinstance(h, AdversarialHallucinator) and h.adversarial_strength == 0.03
     h = build_method(
         load_config(None, ["--model.width=4", "--hallucinator.guard_weight=2", "--hallucinator.guard_margin=0.1"])
     ).hallucinator
-    assert (h.train_mode, h.guard_weight, h.guard_margin) == ("joint", 2.0, 0.1)
+    assert isinstance(h, GuardedHallucinator) and (h.guard_weight, h.guard_margin) == (2.0, 0.1)
+    h = build_method(load_config(None, ["--model.width=4", "--hallucinator.train_mode=frozen"])).hallucinator
+    assert isinstance(h, FrozenHallucinator)
     with pytest.raises(ConfigError, match=r"hallucinator.train_mode: 'reverse' is not one of"):
         load_config(None, ["--hallucinator.train_mode=reverse"])
     with pytest.raises(ConfigError, match=r"hallucinator.adversarial_strength: must be in \(0, 1\]"):
-        load_config(None, ["--hallucinator.adversarial_strength=2"])
+        load_config(None, ["--hallucinator.train_mode=adversarial", "--hallucinator.adversarial_strength=2"])
     with pytest.raises(ConfigError, match="hallucinator.guard_weight: the hardness guard needs train_mode joint"):
         load_config(None, ["--hallucinator.train_mode=frozen", "--hallucinator.guard_weight=1"])
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from hallucinator.cli import main
-from hallucinator.engine import load_backbone
+from hallucinator.engine import load_pretrained
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 # fp16 autocast is refused on the CPU (test_fp16_on_the_cpu_is_refused)
@@ -68,7 +68,7 @@ def test_each_precision_trains_and_its_checkpoint_loads_on_the_cpu(
     pretrain(cifar10_archive, tmp_path, device, f"--trainer.precision={precision}", "--trainer.max_steps=3")
     trained = losses(tmp_path)
     assert len(trained) == 3 and all(math.isfinite(loss) for loss in trained)
-    backbone, config = load_backbone(tmp_path / "checkpoints" / "last.ckpt")
+    backbone, config = load_pretrained(tmp_path / "checkpoints" / "last.ckpt")
     assert config.trainer.precision == precision
     assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in backbone.parameters())
     features = backbone.eval()(torch.rand(2, 3, 32, 32))

@@ -44,6 +44,7 @@ def test_center_crop_warmup_uses_plain_crops_for_the_first_epochs(monkeypatch) -
 
 def test_build_method_builds_the_configured_hallucinator_and_no_other(monkeypatch) -> None:
     """SimSiam's 2048-d Hallucinator used to be built with defaults and replaced: two big MLPs, more random draws."""
+    import functools
     from functools import partial
 
     from hallucinator import backbones, methods
@@ -53,14 +54,16 @@ def test_build_method_builds_the_configured_hallucinator_and_no_other(monkeypatc
     built = []
     original = Hallucinator.__init__
 
+    @functools.wraps(original)  # keeps the signature, which HallucinatorOptions.build reads
     def counting(self, *args, **kwargs) -> None:
         built.append((args, kwargs))
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Hallucinator, "__init__", counting)
     overrides = ["--model.method=simsiam", "--model.width=8", "--hallucinator.num_layers=2", "--seed=3"]
+    config = load_config(None, overrides)  # (its check builds one on the meta device: no memory, no draws)
+    monkeypatch.setattr(Hallucinator, "__init__", counting)
     torch.manual_seed(0)
-    method = build_method(load_config(None, overrides))
+    method = build_method(config)
     assert len(built) == 1 and built[0][0] == (2048,) and built[0][1]["num_layers"] == 2
     assert method.hallucinator.dim == 2048 and sum(isinstance(m, torch.nn.Linear) for m in method.hallucinator.net) == 2
     # Independently: the same draws as building the backbone, then the method with that one Hallucinator.

@@ -1,15 +1,14 @@
 """Model-side randomness under data parallelism: one ``lam`` per global batch, masks of each process's own.
 
-Two real processes (gloo) each build the engine's ``PretrainModule``, run its per-step seeding hook
-(``on_after_batch_transfer``) as Lightning would at step 3, then draw what a training step draws: the
-Hallucinator's per-batch ``lam``, a per-sample ``lam`` and a dropout mask.
+Two real processes (gloo) each build the engine's ``PretrainModule``, seed step 3 as its ``training_step``
+does first (``seed_model_randomness`` with the module's shared generator), then draw what a training step
+draws: the Hallucinator's per-batch ``lam``, a per-sample ``lam`` and a dropout mask.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
@@ -30,9 +29,7 @@ OVERRIDES = [
 
 
 def _draws(module: PretrainModule, rank: int) -> dict[str, torch.Tensor]:
-    module._trainer = SimpleNamespace(training=True, global_rank=rank, global_step=STEP, current_epoch=0)  # type: ignore[assignment]
-    images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
-    module.on_after_batch_transfer((images, torch.zeros(4, dtype=torch.long)), 0)
+    seed_model_randomness(module.config.seed, STEP, rank, module._shared_generator)  # training_step's first line
     hallucinator = module.method.hallucinator
     assert hallucinator is not None
     batch_lam = torch.tensor(hallucinator.sample_lambda(torch.zeros(4, 2)))

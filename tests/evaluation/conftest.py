@@ -71,7 +71,7 @@ def fabricate_checkpoint(
     torch.manual_seed(seed)
     net = backbones.build(backbone, cifar_stem=config.model.cifar_stem, width=width)
     state = {f"method.backbone.{key}": value for key, value in net.state_dict().items()}
-    state["method.projector.weight"] = torch.zeros(2, 2)  # other method weights are ignored by load_backbone
+    state["method.projector.weight"] = torch.zeros(2, 2)  # other method weights are ignored by load_pretrained
     return write_checkpoint(run_dir, config, state, global_step=1)
 
 

@@ -27,14 +27,14 @@ def test_channels_last_features_equal_contiguous_ones() -> None:
 
 
 def test_evaluation_commands_load_backbones_channels_last_where_safe(tmp_path) -> None:
-    from hallucinator.cli.evaluate import EvaluationOptions, Loaded
+    from hallucinator.evaluation.loading import EvaluationOptions, LoadedCheckpoint
 
     for width, expected in ((16, torch.channels_last), (8, torch.contiguous_format)):
         checkpoint = fabricate_checkpoint(tmp_path / f"width{width}", width=width)
         options = EvaluationOptions(
             str(checkpoint), data_dir="unused", device="cpu", batch_size=8, save=False, progress=False
         )
-        loaded = Loaded(options, splits=())  # no data: only the backbone is read here
+        loaded = LoadedCheckpoint(options, splits=())  # no data: only the backbone is read here
         assert input_memory_format(loaded.backbone) == expected
 
 

@@ -60,7 +60,7 @@ def test_monitor_logs_knn_of_the_module_backbone(tmp_path):
     assert monitor.last.top1 == pytest.approx(expected.top1)
     assert trainer.callback_metrics["knn_top1"].item() == pytest.approx(expected.top1)
     assert trainer.callback_metrics["g2"].item() == pytest.approx(uniformity_metrics(test_f)["g2"], rel=1e-5)
-    epochs, values = metric_series(read_metrics(tmp_path), "knn_top1")
+    epochs, values = metric_series(read_metrics(tmp_path / "csv" / "metrics.csv"), "knn_top1")
     assert len(values) == 2 and epochs[-1] == pytest.approx(3.0) and epochs[0] == pytest.approx(2.0)
 
 

@@ -147,15 +147,17 @@ def test_momentum_target_follows_the_cosine_schedule_and_takes_no_gradient(name:
     with torch.no_grad():
         for p in model.backbone.parameters():
             p.add_(1.0)  # the online encoder now differs from its copy
-    model.progress = 0.5
-    m = 1 - 0.01 * (math.cos(math.pi * 0.5) + 1) / 2  # 0.995
+    m = 1 - 0.01 * (math.cos(math.pi * 0.5) + 1) / 2  # 0.995, half-way through training
+    assert cosine_momentum(model.momentum, 0.5, model.final_momentum) == pytest.approx(m, rel=1e-12)
     online = [p.detach().clone() for p in [*model.backbone.parameters(), *model.projector.parameters()]]
     target = [p.clone() for p in [*model.momentum_backbone.parameters(), *model.momentum_projector.parameters()]]
-    model(*views)["loss"].backward()
+    model.update_target(m)  # what the training step does before the forward
     updated = [*model.momentum_backbone.parameters(), *model.momentum_projector.parameters()]
-    for new, old, source in zip(updated, target, online):
-        torch.testing.assert_close(new, m * old + (1 - m) * source)
-        assert new.grad is None
+    after_update = [p.detach().clone() for p in updated]
+    model(*views)["loss"].backward()
+    for new, moved, old, source in zip(updated, after_update, target, online):
+        torch.testing.assert_close(moved, m * old + (1 - m) * source)
+        assert torch.equal(new, moved) and new.grad is None  # the forward moves no target weight
     for module in (model.backbone, model.projector, model.predictor, model.hallucinator):
         assert all(p.grad is not None for p in module.parameters())
     with pytest.raises(ValueError, match="momentum <= final_momentum"):

@@ -43,7 +43,7 @@ def head_by_hand(head, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 def test_loss_matches_an_independent_computation() -> None:
     model = build().eval()  # eval: no teacher update and no centre update, so the expected values stay put
-    model.progress = 0.05  # half-way through the teacher-temperature warm-up (0.1 of training)
+    model.teacher_temp = model.teacher_temperature_at(0.05)  # half-way through its warm-up (0.1 of training)
     generator = torch.Generator().manual_seed(2)
     model.center.copy_(torch.randn(1, 7, generator=generator, dtype=torch.float64))
     views = crops()
@@ -87,17 +87,22 @@ def test_loss_matches_an_independent_computation() -> None:
     assert out["features"].shape == (4, 6) and not out["features"].requires_grad
 
 
-def test_training_forward_updates_the_teacher_then_the_centre() -> None:
+def test_update_target_moves_the_teacher_and_the_training_forward_the_centre() -> None:
     model = build().train()
-    model.progress = 0.3
+    with torch.no_grad():  # a student apart from its teacher, as after optimiser steps
+        for p in model.head.mlp.parameters():  # not the prototypes' magnitude, which norm_last_layer fixes at 1
+            p.add_(0.1)
     old_teacher = [p.detach().clone() for p in model.teacher_head.parameters()]
     student = [p.detach().clone() for p in model.head.parameters()]
     model.center.fill_(0.5)
     views = crops(locals_=0)
-    model(*views)
     m = cosine_momentum(0.996, 0.3)
+    model.update_target(m)
     for new, old, online in zip(model.teacher_head.parameters(), old_teacher, student):
         torch.testing.assert_close(new.detach(), m * old + (1 - m) * online)
+    teacher = [p.detach().clone() for p in model.teacher_head.parameters()]
+    model(*views)  # the forward leaves the teacher alone
+    assert all(torch.equal(a, b) for a, b in zip(model.teacher_head.parameters(), teacher))
     _, logits = head_by_hand(model.teacher_head, model.teacher_backbone(torch.cat(views)))
     torch.testing.assert_close(model.center, 0.9 * 0.5 + 0.1 * logits.mean(dim=0, keepdim=True))
 
@@ -105,8 +110,8 @@ def test_training_forward_updates_the_teacher_then_the_centre() -> None:
 def test_teacher_temperature_warms_up_linearly_then_stays() -> None:
     model = build()
     for progress, expected in ((0.0, 0.04), (0.025, 0.0475), (0.1, 0.07), (0.7, 0.07)):
-        model.progress = progress
-        assert model.teacher_temperature() == pytest.approx(expected)
+        assert model.teacher_temperature_at(progress) == pytest.approx(expected)
+    assert model.teacher_temp == 0.04  # until a training loop sets it: the warm-up's start
 
 
 def test_the_hallucinator_gets_gradient_and_false_builds_none() -> None:
@@ -153,7 +158,8 @@ def test_a_short_real_run_learns_without_collapse(cifar10_subset: tuple[torch.Te
     generator = torch.Generator().manual_seed(0)
     steps, losses, entropies, kls = 20, [], [], []
     for step in range(steps):
-        model.progress = step / steps
+        model.teacher_temp = model.teacher_temperature_at(step / steps)
+        model.update_target(cosine_momentum(model.momentum, step / steps, model.final_momentum))
         out = model(*crops(images[torch.randint(len(images), (32,), generator=generator)], generator=generator))
         optimizer.zero_grad()
         out["loss"].backward()

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from test_method_registry import SMALL  # every registered method's small heads (pytest puts tests/methods on the path)
 
 from hallucinator import Hallucinator, methods
+from hallucinator.hallucinator_variants import HallucinatorOptions
 
 VARIANTS = {
     "joint": {},
@@ -22,7 +23,7 @@ VARIANTS = {
 def test_every_method_trains_with_every_variant(name: str, tiny_net, views) -> None:
     for variant, options in VARIANTS.items():
         torch.manual_seed(0)
-        model = methods.build(name, tiny_net(), hallucinator=Hallucinator(8, **options), **SMALL[name])
+        model = methods.build(name, tiny_net(), hallucinator=HallucinatorOptions(**options).build(8), **SMALL[name])
         out = model(*views)
         out["loss"].backward()
         grads = [p.grad for p in model.hallucinator.parameters()]

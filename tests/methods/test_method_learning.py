@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from hallucinator import backbones, methods
+from hallucinator.methods.memory import MomentumTarget, cosine_momentum
 from tests.conftest import auto_precision
 
 BATCH, SIZE = 32, 16
@@ -96,6 +97,8 @@ def training_losses(name: str, images: torch.Tensor, seed: int, precision: str) 
     for _ in range(STEPS[name]):
         batch = images[torch.randint(len(images), (BATCH,), generator=generator)]
         view1, view2 = random_view(batch, generator), random_view(batch, generator)
+        if isinstance(model, MomentumTarget):  # the target follows the online encoder (no schedule: progress 0)
+            model.update_target(cosine_momentum(model.momentum, 0.0, model.final_momentum))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
             out = model(view1, view2)
         optimizer.zero_grad()

@@ -69,10 +69,14 @@ def test_momentum_update_and_no_gradient_into_the_momentum_encoder(tiny_net, vie
             p.add_(1.0)  # make the online encoder differ from its copy
     online = [p.detach().clone() for p in [*model.backbone.parameters(), *model.projector.parameters()]]
     target = [p.clone() for p in [*model.momentum_backbone.parameters(), *model.momentum_projector.parameters()]]
-    model(*views)["loss"].backward()
+    assert model.final_momentum == model.momentum == 0.9  # MoCo's m is constant
+    model.update_target(model.momentum)  # the training step's call, before the forward
     updated = [*model.momentum_backbone.parameters(), *model.momentum_projector.parameters()]
-    for new, old, source in zip(updated, target, online):
-        torch.testing.assert_close(new, 0.9 * old + 0.1 * source)
+    moved = [p.clone() for p in updated]
+    model(*views)["loss"].backward()
+    for new, after, old, source in zip(updated, moved, target, online):
+        torch.testing.assert_close(after, 0.9 * old + 0.1 * source)
+        assert torch.equal(new, after)  # the forward itself moves no key-encoder weight
         assert not new.requires_grad and new.grad is None
     for module in (model.backbone, model.projector, model.hallucinator):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
@@ -117,11 +121,11 @@ class _MoCoBeforeTheSharedHelpers(MoCo):
     """MoCo's momentum update and enqueue as they were written before ``methods.memory`` (the old code path)."""
 
     @torch.no_grad()
-    def _momentum_update(self) -> None:
+    def update_target(self, momentum: float) -> None:
         online = [*self.backbone.parameters(), *self.projector.parameters()]
         target = [*self.momentum_backbone.parameters(), *self.momentum_projector.parameters()]
         for p_online, p_target in zip(online, target):
-            p_target.lerp_(p_online.detach(), 1.0 - self.momentum)
+            p_target.lerp_(p_online.detach(), 1.0 - momentum)
 
     @torch.no_grad()
     def _enqueue(self, k: torch.Tensor) -> None:
@@ -140,6 +144,7 @@ def test_moco_on_the_shared_momentum_and_queue_helpers_is_bit_identical_to_the_o
         generator = torch.Generator().manual_seed(1)
         losses = []
         for _ in range(5):  # wraps the queue around once
+            model.update_target(model.momentum)
             out = model.train()(
                 torch.randn(8, 3, 8, 8, generator=generator), torch.randn(8, 3, 8, 8, generator=generator)
             )

@@ -13,14 +13,23 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch loads when a command runs, not for --help
     from torch import nn
 
+    from hallucinator.evaluation.loading import EvaluationOptions
+
 PRECISIONS = ("32", "bf16", "16")
+EMBEDDINGS = ("umap", "tsne")  # hallucinator.evaluation.embedding_plot.EMBEDDINGS, not imported: --help loads no torch
+
+PLOT_EPILOG = """\
+examples:
+  hallucinator plot runs/a runs/b --names plain hallucinator --out plots
+  hallucinator plot runs/quickstart/checkpoints/last.ckpt --embedding umap --out umap.png
+  hallucinator plot runs/quickstart --embedding tsne --limit 1000 --out tsne.png --threads 1
+"""
 
 
 class CommandError(Exception):
@@ -44,6 +53,31 @@ def _add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         help="CPU threads for torch (on a CPU shared with other jobs, 1 can be several times faster)",
+    )
+
+
+def _map_size(text: str) -> int:
+    size = int(text)
+    if size < 3:
+        raise argparse.ArgumentTypeError(f"a 2-D map needs at least 3 images, got {size}")
+    return size
+
+
+def add_embedding_arguments(parser: argparse.ArgumentParser, limit_flag: str, default: str | None) -> None:
+    """``--embedding`` (the 2-D map) and the number of points it draws, for ``plot`` and ``embed --plot``."""
+    parser.add_argument(
+        "--embedding",
+        choices=EMBEDDINGS,
+        default=default,
+        help="the 2-D map: umap (pip install 'hallucinator[umap]') or tsne (scikit-learn's t-SNE, "
+        "pip install 'hallucinator[tsne]')" + (f"; default {default}" if default else ""),
+    )
+    parser.add_argument(
+        limit_flag,
+        type=_map_size,
+        default=2000,
+        metavar="N",
+        help="the map draws a fixed random, class-stratified N images (default 2000; t-SNE and UMAP slow down with N)",
     )
 
 
@@ -88,19 +122,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     plot = subparsers.add_parser(
         "plot",
-        help="the paper's Fig. 4 / Fig. 5 and training curves for runs",
-        description="Plots for run directories, PNG and SVG, into --out.",
+        help="the paper's Fig. 4 / Fig. 5 and training curves for runs; --embedding: a checkpoint's embeddings in 2-D",
+        description="Plots for run directories, PNG and SVG, into --out. With --embedding umap|tsne instead: the test "
+        "split of one checkpoint's dataset, embedded by its backbone, mapped to 2-D and coloured by label "
+        "(a legend of class names), into the figure --out names.",
+        epilog=PLOT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    plot.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by `hallucinator pretrain`")
-    plot.add_argument("--out", default="plots", help="output directory (default: plots)")
+    plot.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run directories written by `hallucinator pretrain` (--embedding: one checkpoint, or a run directory "
+        "for its checkpoints/last.ckpt)",
+    )
+    plot.add_argument(
+        "--out",
+        default="plots",
+        help="output directory (default: plots); --embedding: the figure, .png, .svg or .pdf (a directory gets "
+        "embedding_METHOD.png)",
+    )
     plot.add_argument("--names", nargs="+", help="legend labels, one per run (default: directory names)")
     plot.add_argument(
         "--distribution", action="store_true", help="also Fig. 5 (needs each run's checkpoint and the test images)"
     )
-    plot.add_argument("--data-dir", help="for --distribution (default: each run's data.data_dir)")
+    plot.add_argument("--data-dir", help="for --distribution and --embedding (default: each run's data.data_dir)")
     plot.add_argument("--cache-dir")
     plot.add_argument("--device", default="auto")
     plot.add_argument("--classes", type=int, nargs="+", default=[1, 6], help="classes of Fig. 5's last row")
+    add_embedding_arguments(plot, "--limit", default=None)
+    plot.add_argument("--threads", type=int, help="CPU threads for torch and for the 2-D map (on a shared CPU: 1)")
+    plot.add_argument("--no-progress", action="store_true", help="no progress bar while extracting features")
     plot.set_defaults(func=_command("plot", run_plot))
 
     report = subparsers.add_parser(
@@ -138,108 +190,32 @@ def _command(name: str, run: Callable[[argparse.Namespace], dict]) -> Callable[[
 # ---- checkpoint + data
 
 
-@dataclass(frozen=True)
-class EvaluationOptions:
-    """What the evaluation commands' common arguments (``_add_checkpoint_arguments``) select."""
+def _options(args: argparse.Namespace) -> EvaluationOptions:
+    """The evaluation options the common arguments (``_add_checkpoint_arguments``) select."""
+    from hallucinator.evaluation.loading import EvaluationOptions
 
-    checkpoint: str
-    dataset: str | None = None  # None: the checkpoint's
-    data_dir: str | None = None  # None: the checkpoint's data.data_dir (same dataset only)
-    cache_dir: str | None = None
-    device: str = "auto"
-    precision: str = "32"
-    batch_size: int = 512
-    train_limit: int | None = None
-    test_limit: int | None = None
-    save: bool = True  # record the figures in RUN/evaluation.json
-    progress: bool = True
-    threads: int | None = None
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> EvaluationOptions:
-        return cls(
-            args.checkpoint,
-            dataset=args.dataset,
-            data_dir=args.data_dir,
-            cache_dir=args.cache_dir,
-            device=args.device,
-            precision=args.precision,
-            batch_size=args.batch_size,
-            train_limit=args.train_limit,
-            test_limit=args.test_limit,
-            save=not args.no_save,
-            progress=not args.no_progress,
-            threads=args.threads,
-        )
-
-
-class Loaded:
-    """A checkpoint's backbone and config, and the evaluation data the options select."""
-
-    def __init__(self, options: EvaluationOptions, splits: tuple[str, ...] = ("train", "test")) -> None:
-        import torch
-
-        from hallucinator.backbones import channels_last_safe
-        from hallucinator.data import build_dataset, eval_transform
-        from hallucinator.engine.checkpoint import load_backbone
-        from hallucinator.engine.datamodule import dataset_options
-        from hallucinator.evaluation.features import random_subset, resolve_device
-
-        if options.threads:
-            torch.set_num_threads(options.threads)
-        self.device = resolve_device(options.device)
-        self.backbone, self.config = load_backbone(options.checkpoint)
-        self.backbone.to(self.device)
-        if channels_last_safe(self.backbone):  # about 2x faster feature extraction (docs/evaluation.md)
-            self.backbone.to(memory_format=torch.channels_last)
-        data = self.config.data
-        self.dataset = options.dataset or data.dataset
-        same = self.dataset == data.dataset
-        data_dir = options.data_dir or (data.data_dir if same else None)
-        if data_dir is None:
-            raise CommandError(
-                f"--data-dir is required for --dataset {self.dataset} (the checkpoint used {data.dataset})"
-            )
-        image_size = data.image_size if same else None
-        limits = {"train": options.train_limit, "test": options.test_limit}
-        self.splits = {}
-        for split in splits:
-            # the run's own data options (labels, held-out split, size of one's own images) when it is the same data
-            shaping = dataset_options(data) if same else {}
-            dataset = build_dataset(
-                self.dataset, data_dir, split, cache_dir=options.cache_dir or data.cache_dir, **shaping
-            )
-            # a streamed dataset (ImageNet) has no .images: batches are gathered from it directly
-            images = getattr(dataset, "images", dataset)
-            self.splits[split] = random_subset(images, dataset.labels, limits[split])
-            self.classes = list(dataset.classes)
-            image_size = image_size or int(dataset[0][0].shape[-1])
-        assert image_size is not None, "no split read and no data.image_size in the checkpoint's config"
-        self.image_size = image_size
-        self.transform = eval_transform(self.dataset, self.image_size)
-        self.extract: dict[str, Any] = dict(
-            batch_size=options.batch_size, device=self.device, precision=options.precision, progress=options.progress
-        )
-        self.run_dir = _run_dir(options.checkpoint) if options.save else None
-
-    def save(self, key: str, figures: dict) -> None:
-        if self.run_dir is not None:
-            from hallucinator.evaluation.report import save_evaluation
-
-            save_evaluation(self.run_dir, key, {**figures, "dataset": self.dataset})
-
-
-def _run_dir(checkpoint: str) -> Path | None:
-    from hallucinator.evaluation.report import run_dir_of
-
-    return run_dir_of(checkpoint)
+    return EvaluationOptions(
+        args.checkpoint,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        save=not args.no_save,
+        progress=not args.no_progress,
+        threads=args.threads,
+    )
 
 
 def run_knn(args: argparse.Namespace) -> dict[str, Any]:
     from hallucinator.evaluation.features import extract_features
     from hallucinator.evaluation.knn import knn_classify
+    from hallucinator.evaluation.loading import LoadedCheckpoint
 
-    loaded = Loaded(EvaluationOptions.from_args(args))
+    loaded = LoadedCheckpoint(_options(args))
     (train_images, train_labels), (test_images, test_labels) = loaded.splits["train"], loaded.splits["test"]
     print(
         f"kNN on {loaded.dataset}: {len(train_labels)} bank images, {len(test_labels)} test images, "
@@ -258,8 +234,9 @@ def run_knn(args: argparse.Namespace) -> dict[str, Any]:
 def run_linear(args: argparse.Namespace) -> dict[str, Any]:
     from hallucinator.evaluation.features import extract_features
     from hallucinator.evaluation.linear import LinearConfig, linear_probe, linear_probe_features, train_transform
+    from hallucinator.evaluation.loading import LoadedCheckpoint
 
-    loaded = Loaded(EvaluationOptions.from_args(args))
+    loaded = LoadedCheckpoint(_options(args))
     (train_images, train_labels), (test_images, test_labels) = loaded.splits["train"], loaded.splits["test"]
     config = LinearConfig.for_dataset(loaded.dataset, epochs=args.epochs, lr=args.lr, seed=args.seed)
     mode = "fast" if args.fast else "full"
@@ -301,9 +278,10 @@ def run_linear(args: argparse.Namespace) -> dict[str, Any]:
 def run_metrics(args: argparse.Namespace) -> dict[str, Any]:
     from hallucinator.data import presets
     from hallucinator.engine.module import build_augmentation
+    from hallucinator.evaluation.loading import LoadedCheckpoint
     from hallucinator.evaluation.metrics import representation_metrics
 
-    loaded = Loaded(EvaluationOptions.from_args(args), splits=("test",))
+    loaded = LoadedCheckpoint(_options(args), splits=("test",))
     images, _ = loaded.splits["test"]
     two_views: nn.Module | None
     if args.preset or loaded.dataset != loaded.config.data.dataset:
@@ -337,6 +315,8 @@ def _labels(run_dirs: list[str], names: list[str] | None) -> dict[str, str]:
 
 
 def run_plot(args: argparse.Namespace) -> dict[str, Any]:
+    if args.embedding:
+        return run_embedding_plot(args)
     from hallucinator.evaluation.plots import plot_feature_distribution, plot_positive_similarity, plot_training_curves
 
     runs = _labels(args.runs, args.names)
@@ -346,6 +326,7 @@ def run_plot(args: argparse.Namespace) -> dict[str, Any]:
     )
     if args.distribution:
         from hallucinator.evaluation.features import extract_features
+        from hallucinator.evaluation.loading import EvaluationOptions, LoadedCheckpoint
 
         features, class_names = {}, None
         for label, run_dir in runs.items():
@@ -353,7 +334,7 @@ def run_plot(args: argparse.Namespace) -> dict[str, Any]:
             options = EvaluationOptions(
                 str(checkpoint), data_dir=args.data_dir, cache_dir=args.cache_dir, device=args.device, save=False
             )
-            loaded = Loaded(options, splits=("test",))
+            loaded = LoadedCheckpoint(options, splits=("test",))
             class_names = loaded.classes
             images, labels = loaded.splits["test"]
             features[label] = (
@@ -366,6 +347,49 @@ def run_plot(args: argparse.Namespace) -> dict[str, Any]:
     for path in paths:
         print(path)
     return {"files": [str(p) for p in paths]}
+
+
+def run_embedding_plot(args: argparse.Namespace) -> dict[str, Any]:
+    """``plot CKPT --embedding METHOD``: the checkpoint's test split mapped to 2-D, coloured by label."""
+    from hallucinator.evaluation.embedding_plot import check_embedding, check_figure_path, embedding_figure, save_figure
+    from hallucinator.evaluation.features import extract_features
+    from hallucinator.evaluation.loading import EvaluationOptions, LoadedCheckpoint
+
+    if len(args.runs) != 1:
+        raise CommandError(f"--embedding maps one checkpoint, got {len(args.runs)}: {' '.join(args.runs)}")
+    out = Path(args.out)
+    figure = check_figure_path(out if out.suffix else out / f"embedding_{args.embedding}.png")
+    check_embedding(args.embedding)  # a missing package, before the work
+    checkpoint = Path(args.runs[0])
+    checkpoint = checkpoint / "checkpoints" / "last.ckpt" if checkpoint.is_dir() else checkpoint
+    options = EvaluationOptions(
+        str(checkpoint),
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        test_limit=args.limit,  # drawn before the features: no work for images the map leaves out
+        save=False,
+        progress=not args.no_progress,
+        threads=args.threads,
+    )
+    loaded = LoadedCheckpoint(options, splits=("test",))
+    images, labels = loaded.splits["test"]
+    print(f"embedding {len(labels):,} {loaded.dataset} test images, device {loaded.device} ...", flush=True)
+    features = extract_features(loaded.backbone, images, transform=loaded.transform, **loaded.extract).cpu()
+    print(f"{args.embedding} of {len(labels):,} embeddings ({features.shape[1]}-d) ...", flush=True)
+    model = loaded.config.model
+    hallucinator = " + Hallucinator" if loaded.config.hallucinator.enabled else ""
+    fig = embedding_figure(
+        features,
+        labels,
+        loaded.classes,
+        method=args.embedding,
+        threads=args.threads,
+        what=f"{loaded.dataset} test images\n({model.method}{hallucinator}, {model.backbone}, {checkpoint})",
+    )
+    path = save_figure(fig, figure)
+    print(f"written: {path}")
+    return {"figure": str(path), "images": len(labels), "embedding": args.embedding}
 
 
 def run_report(args: argparse.Namespace) -> dict[str, Any]:

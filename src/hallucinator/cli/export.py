@@ -67,10 +67,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _state_dict(args: argparse.Namespace) -> list[str]:
-    from hallucinator.engine.checkpoint import load_backbone
+    from hallucinator.engine.checkpoint import load_pretrained
     from hallucinator.export import export_state_dict, timm_loading_code, torchvision_loading_code
 
-    backbone, config = load_backbone(args.checkpoint)
+    backbone, config = load_pretrained(args.checkpoint)
     model = config.model
     path = export_state_dict(
         backbone.state_dict(),

@@ -79,8 +79,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("config", help="YAML config file (see configs/)")
     _add_short_flags(parser)
-    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key=value config overrides")
-    parser.set_defaults(func=run)
+    # the --section.key=value overrides: what the parser does not know (hallucinator.cli.parse_arguments)
+    parser.set_defaults(func=run, overrides=[])
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
@@ -88,26 +88,17 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
     Only ``--section.key=value`` values are YAML; a short flag's value reaches the config as argparse typed it.
     """
-    # flags given after CONFIG land in the remainder; parse them out of it
-    late = argparse.ArgumentParser(add_help=False)
-    _add_short_flags(late)
-    late_args, dotted = late.parse_known_args(args.overrides)
     overrides = []
-    for source in (args, late_args):
-        for flag, key in SHORT_FLAGS.items():
-            value = getattr(source, flag)
-            if value is not None:
-                # a JSON scalar is YAML that reads back as itself: --output-dir 2024_01 / on / null stays that string
-                overrides.append(f"--{key}={json.dumps(value)}")
-        if source.no_hallucinator:
-            overrides.append("--hallucinator.enabled=false")
-        if source.no_online_linear:
-            overrides.append("--trainer.online_linear=false")
-    if late_args.knn_limit is not None:
-        args.knn_limit = late_args.knn_limit
-    for name in ("print_config", "resume", "no_knn"):
-        setattr(args, name, getattr(args, name) or getattr(late_args, name))
-    return overrides + dotted
+    for flag, key in SHORT_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            # a JSON scalar is YAML that reads back as itself: --output-dir 2024_01 / on / null stays that string
+            overrides.append(f"--{key}={json.dumps(value)}")
+    if args.no_hallucinator:
+        overrides.append("--hallucinator.enabled=false")
+    if args.no_online_linear:
+        overrides.append("--trainer.online_linear=false")
+    return overrides + list(args.overrides)
 
 
 def _knn_monitor(config: Any, limit: int | None = None) -> Any:
@@ -153,12 +144,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     monitor = None
     started = time.perf_counter()
+    knn = not args.no_knn
     try:
-        unavailable = None if args.no_knn else _knn_unavailable(config)
+        unavailable = _knn_unavailable(config) if knn else None
         if unavailable:
             print(f"kNN monitor and final kNN skipped: {unavailable}", flush=True)
-            args.no_knn = True
-        if config.trainer.knn_every_n_epochs > 0 and not args.no_knn:
+            knn = False
+        if config.trainer.knn_every_n_epochs > 0 and knn:
             monitor = _knn_monitor(config, args.knn_limit)
         result = pretrain(config, [monitor] if monitor else [], resume=args.resume)
     except TrainingDiverged as error:
@@ -169,24 +161,37 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if result.global_rank != 0:
         return 0
+    from hallucinator.engine.loggers import log_final
+
+    logged: dict[str, float] = {}  # the final evaluation, for the run's loggers
+    try:
+        return _evaluate_and_record(args, result, monitor, time.perf_counter() - started, logged, knn)
+    finally:
+        log_final(result.loggers, logged, step=result.global_step)
+
+
+def _evaluate_and_record(
+    args: argparse.Namespace, result: Any, monitor: Any, wall: float, logged: dict[str, float], knn: bool
+) -> int:
+    """What follows the training on rank 0: its time and the final evaluation (``knn``: with the final kNN),
+    printed and recorded."""
     config = result.config  # with what the run resolved (image size, precision)
-    wall = time.perf_counter() - started
     print(
         f"pre-training: {result.global_step} steps ({result.global_step / result.steps_per_epoch:.2f} epochs), "
         f"{wall:.0f} s wall, "
         f"{result.images_per_second:.0f} image pairs/s; checkpoint {result.checkpoint}"
     )
     _record_training(result, resumed=args.resume)  # also when interrupted: a resume adds its time
-    _record_online_linear(config, result)
+    _record_online_linear(config, result, logged)
     if result.interrupted:
         print(
             f"interrupted by {result.interrupted}; continue with: hallucinator pretrain {args.config} "
             f"--output-dir {config.output_dir} --resume"
         )
         return 128 + signal.Signals[result.interrupted].value
-    if not args.no_knn:
+    if knn:
         try:
-            _final_knn(config, result, monitor, args.knn_limit)
+            _final_knn(config, result, monitor, args.knn_limit, logged)
         except (FileNotFoundError, ValueError) as error:  # e.g. an archive without test/: the training is kept
             print(
                 f"hallucinator pretrain: final kNN not run: {error}; the checkpoint is saved "
@@ -195,6 +200,16 @@ def run(args: argparse.Namespace) -> int:
             )
             return 2
     return 0
+
+
+def _record_evaluation(result: Any, key: str, figures: dict[str, Any], logged: dict[str, float]) -> None:
+    """``figures`` into ``RUN/evaluation.json`` under ``key`` and, as ``evaluation/KEY/NAME``, into ``logged``
+    (the numbers the run's loggers get at the end: W&B, MLflow, TensorBoard, the CSV's last row)."""
+    from hallucinator.evaluation.report import save_evaluation
+
+    save_evaluation(result.output_dir, key, figures)
+    numbers = {name: v for name, v in figures.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    logged.update({f"evaluation/{key}/{name}": float(value) for name, value in numbers.items()})
 
 
 def _record_training(result: Any, resumed: bool) -> None:
@@ -214,19 +229,17 @@ def _record_training(result: Any, resumed: bool) -> None:
     )
 
 
-def _record_online_linear(config: Any, result: Any, test_top1: float | None = None) -> None:
+def _record_online_linear(config: Any, result: Any, logged: dict[str, float], test_top1: float | None = None) -> None:
     """The online linear probe's figures into ``RUN/evaluation.json``: its training top-1 over the last
     epoch and, once the final kNN evaluation has the test features, its top-1 on the test set."""
     probe = result.online_linear
     if probe is None:
         return
-    from hallucinator.evaluation.report import save_evaluation
-
     figures = {"train_top1_last_epoch": probe.epoch_top1(), "dataset": config.data.dataset}
     if test_top1 is not None:
         figures["top1"] = test_top1
         print(f"online linear top-1 on the {config.data.dataset} test set: {test_top1:.2f} %")
-    save_evaluation(result.output_dir, "online_linear", figures)
+    _record_evaluation(result, "online_linear", figures, logged)
 
 
 def _pairs_per_second_over_segments(previous: dict[str, Any], result: Any) -> float:
@@ -244,7 +257,7 @@ def _pairs_per_second_over_segments(previous: dict[str, Any], result: Any) -> fl
     return result.global_step / (steps_before / rate_before + new_steps / rate_now)
 
 
-def _final_knn(config: Any, result: Any, monitor: Any, limit: int | None) -> None:
+def _final_knn(config: Any, result: Any, monitor: Any, limit: int | None, logged: dict[str, float]) -> None:
     """kNN top-1 of the trained backbone on the whole test set (the monitor's last result when current)."""
     final_epoch = config.trainer.max_steps <= 0 and result.epoch >= config.trainer.max_epochs
     if monitor is not None and monitor.last is not None and final_epoch:
@@ -265,8 +278,7 @@ def _final_knn(config: Any, result: Any, monitor: Any, limit: int | None) -> Non
     )
     result.metrics["knn_top1"] = knn.top1
     if limit is None:
-        from hallucinator.evaluation.report import save_evaluation
-
-        save_evaluation(result.output_dir, "knn", {**knn.as_dict(), "dataset": config.data.dataset})
+        _record_evaluation(result, "knn", {**knn.as_dict(), "dataset": config.data.dataset}, logged)
         if result.online_linear is not None and test_features is not None:
-            _record_online_linear(config, result, result.online_linear.top1(test_features, monitor.test_labels))
+            test_top1 = result.online_linear.top1(test_features, monitor.test_labels)
+            _record_online_linear(config, result, logged, test_top1)

@@ -192,6 +192,7 @@ def _split_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, list
 
 def _validate(config: str, runs: list[PlannedRun], extra: list[str]) -> None:
     """Resolves every run's config before anything trains, so a typo in the last grid value stops at once."""
+    from hallucinator.cli import parse_arguments
     from hallucinator.cli.pretrain import config_overrides
     from hallucinator.cli.pretrain import register as register_pretrain
     from hallucinator.engine import ConfigError, load_config
@@ -199,7 +200,7 @@ def _validate(config: str, runs: list[PlannedRun], extra: list[str]) -> None:
     parser = argparse.ArgumentParser(add_help=False)
     register_pretrain(parser.add_subparsers())
     for planned in runs:
-        args = parser.parse_args(["pretrain", config, "--seed", str(planned.seed), *planned.overrides, *extra])
+        args = parse_arguments(parser, ["pretrain", config, "--seed", str(planned.seed), *planned.overrides, *extra])
         try:
             load_config(args.config, config_overrides(args))
         except ConfigError as error:

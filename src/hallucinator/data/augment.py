@@ -469,7 +469,7 @@ class RandomResizedCrop(nn.Module):
 
 
 class CenterSuppressedResizedCrop(RandomResizedCrop):
-    """RandomResizedCrop whose centre is drawn in the central box (METHOD.md section 3), as ContrastiveCrop.
+    """RandomResizedCrop whose centre is drawn in the central box (the paper's Sec. 3.2), as ContrastiveCrop.
 
     The central box covers fraction ``center_fraction`` of each side (0.5: from 0.25 to 0.75; the
     paper's ``p``). Along

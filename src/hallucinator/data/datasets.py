@@ -32,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,9 +39,6 @@ from torch import Tensor
 
 from hallucinator.data import cache
 from hallucinator.data.decode import read_file
-
-if TYPE_CHECKING:
-    from hallucinator.data.folder import FolderReport
 
 __all__ = ["DATASETS", "SPLITS", "DatasetInfo", "FileImageDataset", "ImageDataset"]
 
@@ -157,6 +153,42 @@ def missing_error(info: DatasetInfo, root: Path, reason: str) -> FileNotFoundErr
         "With internet access, --data.download=true (download=True) fetches the torchvision-downloadable datasets "
         "(CIFAR, STL-10)."
     )
+
+
+@dataclass
+class FolderReport:
+    """What :func:`hallucinator.data.folder.load_folder` did with a folder; ``lines()`` is what a run prints."""
+
+    root: str
+    split: str
+    num_images: int
+    num_classes: int
+    ignored_files: int
+    unreadable: list[str]
+    image_size: str
+    size_reason: str
+    streamed: bool
+    decoded_bytes: int
+    budget_bytes: int
+
+    def lines(self) -> list[str]:
+        classes = f"{self.num_classes} classes" if self.num_classes else "unlabeled"
+        gb = f"{self.decoded_bytes / 1e6:,.1f} MB decoded ({self.image_size} per image)"
+        budget = f"data.memory_budget_gb={self.budget_bytes / 1e9:g}"
+        path = (
+            f"streaming from the files, decoded in DataLoader workers: {gb} is over {budget}"
+            if self.streamed
+            else f"decoded once into the memory-mapped cache: {gb}, within {budget}"
+        )
+        lines = [
+            f"{self.root} ({self.split}): {self.num_images:,} images, {classes}; {path}",
+            f"image size: {self.size_reason}",
+        ]
+        if self.ignored_files:
+            lines.append(f"ignored {self.ignored_files} files that are not images (hidden files, other extensions)")
+        if self.unreadable:
+            lines.append(f"skipped {len(self.unreadable)} unreadable images (data.skip_unreadable=true)")
+        return lines
 
 
 class ImageDataset(torch.utils.data.Dataset):

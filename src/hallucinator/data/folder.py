@@ -41,7 +41,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from hallucinator.data import cache
-from hallucinator.data.datasets import IMAGE_EXTENSIONS, FileImageDataset, ImageDataset
+from hallucinator.data.datasets import IMAGE_EXTENSIONS, FileImageDataset, FolderReport, ImageDataset
 from hallucinator.data.listing import Listing, cached_listing
 from hallucinator.data.subset import stratified_subset
 
@@ -55,6 +55,7 @@ __all__ = [
     "probe",
     "readable",
     "scan_folder",
+    "subfolder_labels",
     "unreadable_error",
 ]
 
@@ -78,42 +79,6 @@ class FolderOptions:
             raise ValueError(f"data.labels: {self.labels!r} is not one of {list(LABEL_MODES)}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError(f"data.holdout_fraction: must be in [0, 1), got {self.holdout_fraction}")
-
-
-@dataclass
-class FolderReport:
-    """What :func:`load_folder` did with a folder; ``lines()`` is what a run prints."""
-
-    root: str
-    split: str
-    num_images: int
-    num_classes: int
-    ignored_files: int
-    unreadable: list[str]
-    image_size: str
-    size_reason: str
-    streamed: bool
-    decoded_bytes: int
-    budget_bytes: int
-
-    def lines(self) -> list[str]:
-        classes = f"{self.num_classes} classes" if self.num_classes else "unlabeled"
-        gb = f"{self.decoded_bytes / 1e6:,.1f} MB decoded ({self.image_size} per image)"
-        budget = f"data.memory_budget_gb={self.budget_bytes / 1e9:g}"
-        path = (
-            f"streaming from the files, decoded in DataLoader workers: {gb} is over {budget}"
-            if self.streamed
-            else f"decoded once into the memory-mapped cache: {gb}, within {budget}"
-        )
-        lines = [
-            f"{self.root} ({self.split}): {self.num_images:,} images, {classes}; {path}",
-            f"image size: {self.size_reason}",
-        ]
-        if self.ignored_files:
-            lines.append(f"ignored {self.ignored_files} files that are not images (hidden files, other extensions)")
-        if self.unreadable:
-            lines.append(f"skipped {len(self.unreadable)} unreadable images (data.skip_unreadable=true)")
-        return lines
 
 
 @dataclass
@@ -215,6 +180,16 @@ def scan_folder(root: str | Path, split: str, options: FolderOptions = FolderOpt
         files, labels, ignored = files + extra, labels + [-1] * len(extra), ignored + extra_ignored
     names = [f.relative_to(root).as_posix() for f in files]
     return FolderScan(root, files, names, labels, classes, ignored)
+
+
+def subfolder_labels(root: str | Path, files: list[Path]) -> tuple[list[int], list[str]]:
+    """Labels of ``files`` by their first-level folder under ``root`` (``photos/cats/*.jpg``: class ``cats``), by
+    ``data.labels: auto``'s rule: when every image is in one and there are at least two; else all -1 and no classes.
+    """
+    root = Path(root).expanduser()
+    if not _labeled(files, root, "auto", imagefolder=False):
+        return [-1] * len(files), []
+    return _label(files, root, None, str(root))
 
 
 def missing_test_split(root: str | Path, options: FolderOptions = FolderOptions()) -> str | None:

@@ -1,4 +1,4 @@
-"""The paper's augmentation recipes (METHOD.md section 4) as two-view pipelines.
+"""The paper's augmentation recipes (its Sec. 4.1, with the authors' public configs) as two-view pipelines.
 
 A preset is ``<dataset>-<style>`` (or just ``<dataset>``, meaning MoCo v2 style), with
 ``dataset`` a name of :data:`hallucinator.data.DATASETS` and ``style`` one of

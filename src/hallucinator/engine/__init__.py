@@ -6,7 +6,7 @@ Example:
     >>> result.checkpoint  # runs/quickstart/checkpoints/last.ckpt
 """
 
-from hallucinator.engine.checkpoint import load_backbone
+from hallucinator.engine.checkpoint import load_pretrained
 from hallucinator.engine.config import Config, ConfigError, dump_config, load_config
 from hallucinator.engine.train import PretrainResult, TrainingDiverged, pretrain
 
@@ -16,7 +16,7 @@ __all__ = [
     "PretrainResult",
     "TrainingDiverged",
     "dump_config",
-    "load_backbone",
+    "load_pretrained",
     "load_config",
     "pretrain",
 ]

@@ -47,13 +47,14 @@ def build_backbone(config: Config) -> nn.Module:
     )
 
 
-def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
-    """The online encoder saved in ``path`` (a ``hallucinator pretrain`` checkpoint) and its config.
+def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
+    """The online encoder saved in ``path`` (a ``hallucinator pretrain`` checkpoint) and its config
+    (``hallucinator.load_backbone`` returns the backbone alone, from a checkpoint or an export).
 
     Loads with ``torch.load(weights_only=True)``: no code from the file is run.
 
     Example:
-        >>> backbone, config = load_backbone("runs/quickstart/checkpoints/last.ckpt")
+        >>> backbone, config = load_pretrained("runs/quickstart/checkpoints/last.ckpt")
         >>> features = backbone(images)  # (N, backbone.num_features)
     """
     path = Path(path)
@@ -69,8 +70,8 @@ def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") ->
     config = read_config(checkpoint, path)
     model = config.model
     backbone = build_backbone(config)
-    state = {  # "_orig_mod.": compiled runs before compilation became in place wrapped the backbone
-        key[len(BACKBONE_PREFIX) :].replace("_orig_mod.", ""): value
+    state = {
+        key[len(BACKBONE_PREFIX) :]: value
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(BACKBONE_PREFIX)
     }

@@ -2,7 +2,9 @@
 
 A config file is YAML whose top-level keys are the sections below. ``base: other.yaml``
 (relative to the file) loads another file first and deep-merges this one over it, so a
-paper cell is a few lines over a shared recipe. Command-line overrides are dotted keys:
+paper cell is a few lines over a shared recipe. A path that is not a file names one of the configs
+shipped with the package (the repository's ``configs/``, :data:`SHIPPED_CONFIGS`): ``quickstart.yaml``
+or ``configs/quickstart.yaml`` works without a checkout. Command-line overrides are dotted keys:
 ``--trainer.max_epochs=10`` or ``--hallucinator.enabled false``; values are parsed as YAML.
 
 Every value is checked against the dataclass field's type and, for strings naming a
@@ -18,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from collections.abc import Sequence
@@ -27,7 +30,8 @@ from typing import Any
 
 import yaml
 
-from hallucinator.hallucinator import EXTRAPOLATION_MODES, TRAIN_MODES
+from hallucinator.hallucinator import OptionError
+from hallucinator.hallucinator_variants import HallucinatorOptions
 from hallucinator.methods import METHOD_NAMES, METHODS, check_hparams
 from hallucinator.methods.base import LOSS_FORMS, check_loss_form, unsupported_extrapolation
 
@@ -39,6 +43,9 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 PRECISION_ALIASES = {"32": "32-true", "fp32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed", "fp16": "16-mixed"}
 REFERENCE_BATCH_SIZE = 256
+LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
+SHIPPED_CONFIGS = (Path(__file__).parents[1] / "configs").resolve()
+"""The configs shipped in the wheel (``hallucinator/configs``); in a checkout, a link to the repository's ``configs/``."""
 
 
 class ConfigError(ValueError):
@@ -59,22 +66,11 @@ class ModelConfig:
 
 
 @dataclass
-class HallucinatorConfig:
+class HallucinatorConfig(HallucinatorOptions):
+    """The module's options (:class:`~hallucinator.hallucinator_variants.HallucinatorOptions`, the one list of
+    them: the engine builds the module with its ``build``) and how training uses it."""
+
     enabled: bool = True
-    num_layers: int = 3
-    extrapolation: tuple[float, float] = (0.0, 0.1)
-    per_sample: bool = False
-    extrapolation_mode: str = "asymmetric"
-    """``asymmetric`` (the paper's) or ``symmetric`` (Fig. 4's comparison point: both features extrapolated)."""
-    train_mode: str = "joint"
-    """``joint`` (the paper's: H descends the hallucinated loss), ``adversarial`` (H ascends it, at
-    ``adversarial_strength``) or ``frozen`` (H stays at its random initialisation)."""
-    adversarial_strength: float = 0.1
-    """Factor in (0, 1] of the reversed gradient on H's parameters (``train_mode: adversarial``)."""
-    guard_weight: float = 0.0
-    """Weight of the hardness guard, a penalty on ``cos(q_hat, k)`` above its bound (0 = off, the paper's)."""
-    guard_margin: float | None = None
-    """The guard's bound: ``None`` = ``cos(q', k)``; a number ``m`` = ``cos(q, k) - m``."""
     weight: float = 0.5
     """Weight ``w`` of the hallucinated loss: ``(1 - w) * original + w * hallucinated`` (paper: 0.5)."""
     loss_form: str = "average"
@@ -222,6 +218,13 @@ class TrainerConfig:
     progress_bar: bool = True
     cpu_threads: int | None = None
     """``torch.set_num_threads`` for CPU runs (``None``: PyTorch's default, one per core)."""
+    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    """Where the metrics, the resolved config and the final evaluation go: any of :data:`LOGGERS`
+    (``wandb`` and ``mlflow`` need ``pip install 'hallucinator[wandb]'`` / ``'hallucinator[mlflow]'``)."""
+    experiment: str = "hallucinator"
+    """The W&B project and the MLflow experiment the run is logged under."""
+    mlflow_tracking_uri: str | None = None
+    """MLflow's store; ``None``: ``$MLFLOW_TRACKING_URI`` when set, else ``sqlite:///RUN/mlflow.db``."""
 
 
 @dataclass
@@ -410,32 +413,21 @@ def validate(config: Config) -> None:
         raise ConfigError(f"model.hparams: {error}") from error
     _positive("model.width", config.model.width)
     h = config.hallucinator
-    _positive("hallucinator.num_layers", h.num_layers, allow_zero=True)
-    _choice("hallucinator.extrapolation_mode", h.extrapolation_mode, EXTRAPOLATION_MODES)
+    try:
+        h.check()
+    except OptionError as error:
+        raise ConfigError(f"hallucinator.{error}") from error
     spec = METHODS[config.model.method]
     # the method's own declarations, so that `--print-config` and `hallucinator sweep` refuse what step 0 would
-    if h.enabled and h.extrapolation_mode not in spec.cls.extrapolation_modes:  # type: ignore[attr-defined]
+    if h.enabled and h.extrapolation_mode not in spec.cls.extrapolation_modes:
         message = unsupported_extrapolation(spec.cls.__name__, h.extrapolation_mode)
         raise ConfigError(f"hallucinator.extrapolation_mode: {message}")
-    if not h.extrapolation[0] <= h.extrapolation[1]:
-        raise ConfigError(f"hallucinator.extrapolation: need beta1 <= beta2, got {list(h.extrapolation)}")
     if not 0.0 <= h.weight <= 1.0:
         raise ConfigError(f"hallucinator.weight: must be in [0, 1], got {h.weight}")
-    _choice("hallucinator.train_mode", h.train_mode, TRAIN_MODES)
-    if not 0.0 < h.adversarial_strength <= 1.0:
-        raise ConfigError(
-            f"hallucinator.adversarial_strength: must be in (0, 1] (try 0.01-0.3), got {h.adversarial_strength}"
-        )
-    _positive("hallucinator.guard_weight", h.guard_weight, allow_zero=True)
-    if h.guard_weight > 0 and h.train_mode != "joint":
-        raise ConfigError(
-            f"hallucinator.guard_weight: the hardness guard needs train_mode joint, got {h.train_mode!r}; "
-            "set hallucinator.guard_weight=0 or hallucinator.train_mode=joint"
-        )
     _choice("hallucinator.loss_form", h.loss_form, LOSS_FORMS)
     if h.enabled and h.loss_form == "concat":
         try:
-            check_loss_form(spec.cls, h.loss_form, None)  # type: ignore[arg-type]
+            check_loss_form(spec.cls, h.loss_form, None)
         except ValueError as error:
             raise ConfigError(f"hallucinator.loss_form: {error}") from error
         for key, value, default in (
@@ -514,6 +506,10 @@ def validate(config: Config) -> None:
     _positive("trainer.online_linear_lr", t.online_linear_lr)
     if t.cpu_threads is not None:
         _positive("trainer.cpu_threads", t.cpu_threads)
+    for name in t.loggers:
+        _choice("trainer.loggers", name, LOGGERS)
+    if len(set(t.loggers)) < len(t.loggers):
+        raise ConfigError(f"trainer.loggers: each logger at most once, got {t.loggers}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -578,7 +574,32 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     return nested
 
 
+def config_path(path: str | Path) -> Path:
+    """``path`` when it is a file, else the shipped config it names, with or without ``configs/`` in front.
+
+    Example:
+        >>> config_path("quickstart.yaml")  # in an installed wheel: .../site-packages/hallucinator/configs/quickstart.yaml
+    """
+    given = Path(path).expanduser()
+    if given.is_file():
+        return given
+    parts = given.parts[1:] if given.parts[:1] == ("configs",) else given.parts
+    if parts and not given.is_absolute() and SHIPPED_CONFIGS.joinpath(*parts).is_file():
+        return SHIPPED_CONFIGS.joinpath(*parts)
+    shipped = sorted(file.relative_to(SHIPPED_CONFIGS).as_posix() for file in SHIPPED_CONFIGS.rglob("*.yaml"))
+    near = difflib.get_close_matches("/".join(parts), shipped, n=3, cutoff=0.6)
+    if near:
+        raise ConfigError(f"config file not found: {path} (shipped configs near that name: {', '.join(near)})")
+    raise ConfigError(
+        f"config file not found: {path}, nor among the {len(shipped)} shipped configs "
+        "(e.g. quickstart.yaml, table1/cifar10_mocov2_hal.yaml)"
+    )
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
-    """The resolved config: defaults, then the file (and its bases), then the overrides."""
-    data = read_yaml(path) if path is not None else {}
+    """The resolved config: defaults, then the file (and its bases), then the overrides.
+
+    ``path`` is a file, or a shipped config's name (:func:`config_path`).
+    """
+    data = read_yaml(config_path(path)) if path is not None else {}
     return from_dict(_merge(data, parse_overrides(overrides)))

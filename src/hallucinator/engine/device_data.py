@@ -22,15 +22,27 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
-if TYPE_CHECKING:
-    from hallucinator.engine.datamodule import StepBatches
+from hallucinator.data.sampler import StepSampler
 
 # the rest of the GPU memory is the model's, its activations and the augmentation's
 RESIDENT_FRACTION = 0.25
+
+
+class CPUBatches(Protocol):
+    """What the device forms read of :class:`hallucinator.engine.datamodule.StepBatches` (the CPU batches): their
+    order (``sampler``), the dataset they are gathered from and the ``data.limit`` subset of it."""
+
+    dataset: Any
+    sampler: StepSampler
+    subset: torch.Tensor | None
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 class ResidentBatches:
@@ -41,7 +53,7 @@ class ResidentBatches:
         >>> images, labels = next(iter(resident))  # one index_select each on the GPU
     """
 
-    def __init__(self, batches: StepBatches, device: torch.device) -> None:
+    def __init__(self, batches: CPUBatches, device: torch.device) -> None:
         self.batches = batches
         self.device = device
         dataset: Any = batches.dataset  # in memory: on_device checked its .images
@@ -73,7 +85,7 @@ class PinnedPrefetch:
         ...     ...  # already on the GPU; the next batch's copy is under way
     """
 
-    def __init__(self, batches: StepBatches, device: torch.device) -> None:
+    def __init__(self, batches: CPUBatches, device: torch.device) -> None:
         self.batches = batches
         self.device = device
 
@@ -103,7 +115,7 @@ def fits_on_device(images: torch.Tensor, device: torch.device, fraction: float =
     return images.numel() * images.element_size() <= fraction * free
 
 
-def on_device(batches: StepBatches, device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+def on_device(batches: CPUBatches, device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """The fastest form of ``batches`` for training on ``device`` (see the module's docstring)."""
     if device.type != "cuda":
         return batches

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
@@ -13,9 +12,12 @@ from hallucinator import backbones, methods
 from hallucinator.engine.checkpoint import build_backbone
 from hallucinator.engine.config import Config, ConfigError, LocalCropsConfig, from_dict, to_dict
 from hallucinator.engine.online_linear import OnlineLinear
-from hallucinator.engine.optim import build_optimizer, lr_lambdas, set_weight_decay, warmup_weight, weight_decay_at
+from hallucinator.engine.optim import build_optimizer, set_lr, set_weight_decay
+from hallucinator.engine.schedules import Schedules, StepValues
 from hallucinator.hallucinator import Hallucinator
+from hallucinator.methods import DINO
 from hallucinator.methods.base import SSLMethod
+from hallucinator.methods.memory import MomentumTarget
 
 if TYPE_CHECKING:
     from hallucinator.data.augment import TwoViews
@@ -52,27 +54,12 @@ def build_method(config: Config) -> SSLMethod:
         raise ConfigError("model.hparams.hallucination_weight: set hallucinator.weight instead")
     backbone = build_backbone(config)
     h = config.hallucinator
-    # the method calls it with the feature size it hallucinates: the configured Hallucinator is the only one built
-    configured = (
-        partial(
-            Hallucinator,
-            num_layers=h.num_layers,
-            extrapolation=h.extrapolation,
-            per_sample=h.per_sample,
-            extrapolation_mode=h.extrapolation_mode,
-            train_mode=h.train_mode,
-            adversarial_strength=h.adversarial_strength,
-            guard_weight=h.guard_weight,
-            guard_margin=h.guard_margin,
-        )
-        if h.enabled
-        else False
-    )
     try:
         return methods.build(
             model.method,
             backbone,
-            hallucinator=configured,
+            # the method calls it with the feature size it hallucinates: the configured Hallucinator is the only one built
+            hallucinator=h.build if h.enabled else False,
             loss_form=h.loss_form if h.enabled else "average",
             hallucination_weight=h.weight,
             **model.hparams,
@@ -154,6 +141,8 @@ class PretrainModule(pl.LightningModule):
         self.config = config
         self.steps_per_epoch = steps_per_epoch
         self.method = build_method(config)
+        # every per-step value (lr, weight decay, loss weight, EMA momentum, DINO's teacher temperature)
+        self.schedules = Schedules(config, self.method, steps_per_epoch, self.total_steps)
         self.augment = build_augmentation(config)
         warmup = config.data.center_crop_warmup_epochs
         self.warmup_augment = build_augmentation(config, plain_crops=True) if warmup else None
@@ -193,41 +182,31 @@ class PretrainModule(pl.LightningModule):
             # run can be resumed (and its backbone loaded) with or without compilation
             self.method.backbone.compile()
 
-    # ---- data on the device
+    # ---- one training step
 
-    def _views(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The views of the batch (two, or the global then the local crops of a multi-crop)."""
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        """One optimisation step, top to bottom, up to the loss; Lightning then back-propagates it, clips the
+        gradients (:meth:`configure_gradient_clipping`) and takes the optimiser step."""
         step = self.global_step
-        if self._generator is None or self._generator.device != images.device:
-            self._generator = torch.Generator(device=images.device)
-        self._generator.manual_seed(step_seed(self.config.seed, step, self.global_rank))
-        with torch.no_grad():
-            if self.augment is None:
-                view = self._plain(images)
-                views = [view, view.clone()]
-            else:
-                warmup = self.current_epoch < self.config.data.center_crop_warmup_epochs
-                augment = self.warmup_augment if warmup and self.warmup_augment is not None else self.augment
-                views = list(augment(images, generator=self._generator))
-        if self.channels_last:
-            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
-        return views
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.trainer is None or not self.trainer.training:
-            return batch
-        seed_model_randomness(self.config.seed, self.global_step, self.global_rank, self._shared_generator)
-        images, labels = batch
-        return (*self._views(images), labels)
-
-    # ---- optimisation
-
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor | None:
-        step = self.global_step
-        weight = warmup_weight(self.config, step, self.steps_per_epoch, self.total_steps)
-        self.method.hallucination_weight = weight
-        self.method.progress = step / max(1, self.total_steps)  # BYOL's / MoCo v3's momentum schedule
-        *views, labels = batch  # view 1, view 2[, local crops]
+        images, labels = batch  # uint8, on the device
+        # 1. the model's random draws of this step (lam, MoCo's shuffle, dropout): a pure function of the step
+        seed_model_randomness(self.config.seed, step, self.global_rank, self._shared_generator)
+        # 2. the views, made on the device from their own generator
+        views = self._views(images)
+        # 3. this step's schedules, written where they act: the optimiser's groups and the method
+        values = self.schedules.at(step)
+        optimizer = self.trainer.optimizers[0]
+        set_lr(optimizer, self.config.lr(), values.lr_factor)
+        if values.weight_decay is not None:  # DINO's cosine; otherwise the optimiser keeps its constant decay
+            set_weight_decay(optimizer, values.weight_decay)
+        self.method.hallucination_weight = values.hallucination_weight
+        if isinstance(self.method, DINO) and values.teacher_temperature is not None:
+            self.method.teacher_temp = values.teacher_temperature
+        # 4. the momentum target follows the online weights the previous optimiser step left (before the
+        #    forward, as MoCo's code does: the last step's weights never reach the target, as in all our runs)
+        if isinstance(self.method, MomentumTarget) and values.momentum is not None:
+            self.method.update_target(values.momentum)
+        # 5. forward: the method's losses and monitors
         out = self.method(*views)
         loss = out["loss"]
         finite = bool(torch.isfinite(loss.detach()).all())
@@ -239,14 +218,44 @@ class PretrainModule(pl.LightningModule):
             )
             self.trainer.should_stop = True
             return None
-        sync = self.trainer.world_size > 1
-        log: dict[str, Any] = dict(on_step=True, on_epoch=False, sync_dist=sync, batch_size=views[0].shape[0])
-        self.log("train/loss", loss.detach(), prog_bar=True, **log)
+        log: dict[str, Any] = dict(
+            on_step=True, on_epoch=False, sync_dist=self.trainer.world_size > 1, batch_size=views[0].shape[0]
+        )
+        self._log_step(out, values, log)
+        # 6. the online probe: detached features and an optimiser of its own, so it may step before the
+        #    method's optimiser does (it changes neither the method's gradients nor any random stream)
+        if self.online_linear is not None and "features" in out:
+            probe_loss, top1 = self.online_linear.step(out["features"], labels)
+            self.log("train/online_linear_top1", top1, **log)
+            self.log("train/online_linear_loss", probe_loss, **log)
+        return loss
+
+    def _views(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The views of the batch (two, or the global then the local crops of a multi-crop)."""
+        step = self.global_step
+        if self._generator is None or self._generator.device != images.device:
+            self._generator = torch.Generator(device=images.device)
+        self._generator.manual_seed(step_seed(self.config.seed, step, self.global_rank))
+        # in full precision: the training step runs under the precision's autocast, the augmentation must not
+        with torch.no_grad(), torch.autocast(images.device.type, enabled=False):
+            if self.augment is None:
+                view = self._plain(images)
+                views = [view, view.clone()]
+            else:
+                warmup = self.current_epoch < self.config.data.center_crop_warmup_epochs
+                augment = self.warmup_augment if warmup and self.warmup_augment is not None else self.augment
+                views = list(augment(images, generator=self._generator))
+        if self.channels_last:
+            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+        return views
+
+    def _log_step(self, out: dict[str, torch.Tensor], values: StepValues, log: dict[str, Any]) -> None:
+        self.log("train/loss", out["loss"].detach(), prog_bar=True, **log)
         self.log("train/pos_similarity", out["pos_similarity"], prog_bar=True, **log)
         self.log("train/loss_original", out["loss_original"].detach(), **log)
         if "loss_hallucinated" in out:
             self.log("train/loss_hallucinated", out["loss_hallucinated"].detach(), **log)
-            self.log("train/hallucination_weight", weight, **log)
+            self.log("train/hallucination_weight", values.hallucination_weight, **log)
             self.log("train/hal_similarity", out["hal_similarity"], **log)
             self.log("train/extrap_similarity", out["extrap_similarity"], **log)
             if "guard_penalty" in out:
@@ -255,26 +264,16 @@ class PretrainModule(pl.LightningModule):
             if key in out:
                 self.log(f"train/{key}", out[key].detach(), **log)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True, **log)
-        if self.config.optimizer.final_weight_decay is not None:  # DINO's schedule, for the step about to be taken
-            weight_decay = weight_decay_at(self.config, step, self.total_steps)
-            set_weight_decay(self.trainer.optimizers[0], weight_decay)
-            self.log("train/weight_decay", weight_decay, **log)
-        if self.online_linear is not None and "features" in out:
-            probe_loss, top1 = self.online_linear.step(out["features"], labels)
-            self.log("train/online_linear_top1", top1, **log)
-            self.log("train/online_linear_loss", probe_loss, **log)
-        return loss
+        if values.weight_decay is not None:
+            self.log("train/weight_decay", values.weight_decay, **log)
 
     def on_train_epoch_start(self) -> None:
         if self.online_linear is not None:
             self.online_linear.reset_epoch()
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.config, self.method)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambdas(self.config, optimizer, self.steps_per_epoch, self.total_steps)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # no lr scheduler: the training step sets each step's lr from ``schedules``
+        return build_optimizer(self.config, self.method)
 
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
@@ -296,5 +295,5 @@ class PretrainModule(pl.LightningModule):
                 f"model.method: the checkpoint was trained with {checkpoint['method']!r}, "
                 f"this config says {self.config.model.method!r}"
             )
-        if self.online_linear is not None and "online_linear" in checkpoint:  # absent in runs from before the probe
+        if self.online_linear is not None and "online_linear" in checkpoint:  # absent when the run began without it
             self.online_linear.load_state(checkpoint["online_linear"])

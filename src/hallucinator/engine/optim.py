@@ -1,14 +1,18 @@
 """Optimisers and schedules: the paper's recipes (SGD or LARS; cosine or step lr, with warm-up) and the ViT recipe
 of MoCo v3 / DINO (AdamW, no weight decay on norms, biases and position / class tokens, a cosine weight-decay schedule).
 
+The schedules (what the lr and the weight decay are at each step) are ``engine.schedules``; the optimiser's
+parameter groups say which of them each group follows.
+
 Example:
     >>> optimizer = build_optimizer(config, method)          # optimizer.name: sgd | lars | adamw
-    >>> set_weight_decay(optimizer, weight_decay_at(config, step, total_steps))  # each step, before optimizer.step()
+    >>> values = Schedules(config, method, steps_per_epoch, total_steps).at(step)
+    >>> set_lr(optimizer, config.lr(), values.lr_factor)     # each step, before optimizer.step()
+    >>> set_weight_decay(optimizer, values.weight_decay)     # DINO's schedule (optimizer.final_weight_decay)
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -91,7 +95,8 @@ def _param_groups(config: Config, model: nn.Module) -> list[dict]:
     :func:`decays` for AdamW.
     """
     o = config.optimizer
-    # SGD keeps every parameter (its groups then match checkpoints written before fix_predictor_lr existed)
+    # SGD keeps the parameters without a gradient too (it skips them): the groups of every SGD checkpoint
+    # written so far hold them, and a resumed run's groups must match its checkpoint's
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad or o.name == "sgd"]
     fixed: set[int] = set()
     if o.fix_predictor_lr:
@@ -123,7 +128,7 @@ def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     """SGD (weight decay on every parameter, as in MoCo/SimCLR/SimSiam code), LARS (none on biases and norms) or
     AdamW (none on biases, norms and ViT position / class tokens, as in MoCo v3's and DINO's code).
 
-    Every parameter group has a ``fixed_lr`` flag (:func:`lr_lambdas` keeps such a group at the peak lr) and a
+    Every parameter group has a ``fixed_lr`` flag (:func:`set_lr` keeps such a group at the peak lr) and a
     ``decay`` flag (:func:`set_weight_decay` schedules only those groups).
     """
     o = config.optimizer
@@ -135,21 +140,6 @@ def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     return LARS(groups, lr=config.lr(), momentum=o.momentum, weight_decay=o.weight_decay, eta=o.lars_eta)
 
 
-def weight_decay_at(config: Config, step: int, total_steps: int) -> float:
-    """The weight decay at optimisation ``step``: ``weight_decay``, or DINO's cosine from it to ``final_weight_decay``.
-
-    Example:
-        >>> config.optimizer.weight_decay, config.optimizer.final_weight_decay = 0.04, 0.4
-        >>> weight_decay_at(config, 0, 100), weight_decay_at(config, 100, 100)
-        (0.04, 0.4)
-    """
-    o = config.optimizer
-    if o.final_weight_decay is None:
-        return o.weight_decay
-    progress = min(1.0, step / max(1, total_steps))
-    return o.final_weight_decay + (o.weight_decay - o.final_weight_decay) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> None:
     """Sets the weight decay of every group that takes it (``decay``); the others keep 0."""
     for group in optimizer.param_groups:
@@ -157,35 +147,7 @@ def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> N
             group["weight_decay"] = weight_decay
 
 
-def lr_lambdas(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_steps: int) -> list:
-    """One ``LambdaLR`` multiplier per parameter group: :func:`lr_factor`, or 1 for a ``fixed_lr`` group."""
-    return [
-        (lambda step: 1.0)
-        if group.get("fixed_lr")
-        else (lambda step: lr_factor(config, step, steps_per_epoch, total_steps))
-        for group in optimizer.param_groups
-    ]
-
-
-def lr_factor(config: Config, step: int, steps_per_epoch: int, total_steps: int) -> float:
-    """Multiplier of the peak lr at optimisation ``step`` (0-based): linear warm-up, then the schedule."""
-    o = config.optimizer
-    warmup = o.warmup_epochs * steps_per_epoch
-    if step < warmup:
-        return (step + 1) / warmup
-    if o.schedule == "constant":
-        return 1.0
-    if o.schedule == "step":
-        epoch = step / steps_per_epoch
-        return o.gamma ** sum(epoch >= m for m in o.milestones)
-    progress = min(1.0, (step - warmup) / max(1.0, total_steps - warmup))
-    return o.min_lr_ratio + (1.0 - o.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def warmup_weight(config: Config, step: int, steps_per_epoch: int, total_steps: int) -> float:
-    """Hallucinated-loss weight at ``step``: ``weight`` ramped linearly from 0 when a warm-up is set."""
-    h = config.hallucinator
-    ramp = h.warmup_epochs * steps_per_epoch if h.warmup_epochs > 0 else h.warmup_fraction * total_steps
-    if ramp <= 0:
-        return h.weight
-    return h.weight * min(1.0, step / ramp)
+def set_lr(optimizer: torch.optim.Optimizer, peak_lr: float, factor: float) -> None:
+    """Sets each group's lr to ``peak_lr * factor`` (a schedule's factor); ``fixed_lr`` groups keep ``peak_lr``."""
+    for group in optimizer.param_groups:
+        group["lr"] = peak_lr if group.get("fixed_lr") else peak_lr * factor

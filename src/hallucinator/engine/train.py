@@ -5,6 +5,7 @@ Run directory (``config.output_dir``)::
     config.yaml                 the resolved config
     csv/version_N/metrics.csv   per-step metrics (loss, lr, images/s, pos_similarity, ...); N counts (re)starts
     tensorboard/                the same metrics for TensorBoard
+    wandb/, mlflow.db           the same for W&B and MLflow, when ``trainer.loggers`` names them (engine.loggers)
     checkpoints/last.ckpt       refreshed every epoch, on SIGINT/SIGTERM and at the end
     checkpoints/epoch=NNNN.ckpt every ``trainer.checkpoint_every_n_epochs`` epochs
 """
@@ -22,13 +23,14 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from hallucinator.engine.callbacks import Checkpointing, Throughput
 from hallucinator.engine.config import Config, ConfigError, dump_config
 from hallucinator.engine.datamodule import PretrainDataModule
+from hallucinator.engine.loggers import build_loggers, check_logger_packages
 from hallucinator.engine.module import PretrainModule, preset_name
 from hallucinator.engine.online_linear import OnlineLinear
 
@@ -55,6 +57,8 @@ class PretrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     online_linear: OnlineLinear | None = None
     """The online linear probe (``None`` when off or the dataset has no labels)."""
+    loggers: list[Logger] = field(default_factory=list)
+    """The run's loggers, left open: ``engine.loggers.log_final`` adds the final evaluation and closes them."""
 
 
 class _SaveConfig(pl.Callback):
@@ -188,10 +192,6 @@ def label_classes(dataset: object) -> int:
 
 def build_trainer(config: Config, callbacks: Sequence[pl.Callback], output_dir: Path) -> pl.Trainer:
     t = config.trainer
-    loggers = [
-        CSVLogger(output_dir, name="csv"),  # a resumed run writes the next csv/version_N
-        TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False),
-    ]
     return pl.Trainer(
         accelerator="gpu" if t.accelerator == "cuda" else t.accelerator,
         devices=t.devices,
@@ -201,7 +201,7 @@ def build_trainer(config: Config, callbacks: Sequence[pl.Callback], output_dir: 
         sync_batchnorm=t.sync_batchnorm,
         max_epochs=t.max_epochs if t.max_steps <= 0 else -1,
         max_steps=t.max_steps,
-        logger=loggers,
+        logger=build_loggers(config, output_dir),
         callbacks=list(callbacks),
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.progress_bar,
@@ -292,6 +292,10 @@ def pretrain(
             MoCo queue and random streams.
         dataset: an ``ImageDataset`` to use instead of building ``config.data.dataset``.
 
+    The run's loggers (``trainer.loggers``) are left open in ``result.loggers`` for the caller's final
+    figures: ``engine.loggers.log_final(result.loggers, figures, result.global_step)`` logs them and closes
+    the loggers (``hallucinator pretrain`` does so with its final kNN and online-linear figures).
+
     Raises:
         TrainingDiverged: the loss became NaN or inf (the last good checkpoint is kept).
 
@@ -308,8 +312,9 @@ def pretrain(
     ckpt_path = _checkpoint_to_resume(checkpoints.last) if resume else None
     if config.trainer.cpu_threads:
         torch.set_num_threads(config.trainer.cpu_threads)
-    # before the data: a missing device or a refused precision fails at once
+    # before the data: a missing device, a refused precision or a logger not installed fails at once
     check_accelerator(config)
+    check_logger_packages(config)
     precision, reason = resolve_precision(config)
     rank_zero_info(reason)
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -339,4 +344,5 @@ def pretrain(
         global_rank=trainer.global_rank,
         metrics=metrics,
         online_linear=module.online_linear,
+        loggers=trainer.loggers,
     )

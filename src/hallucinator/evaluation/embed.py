@@ -35,23 +35,29 @@ PROJECTOR_PREFIX = "method.projector."
 
 @dataclass
 class Embeddings:
-    """``embeddings[i]`` (float32) is the image at ``names[i]`` (relative to the folder); ``unreadable`` were skipped."""
+    """``embeddings[i]`` (float32) is the image at ``names[i]`` (relative to the folder); ``unreadable`` were skipped.
+
+    ``labels[i]`` indexes ``classes``, the first-level folders, when every image is in one of at least two
+    (``photos/cats/*.jpg``, ``photos/dogs/*.jpg``); else every label is -1 and ``classes`` is empty.
+    """
 
     names: list[str]
     embeddings: np.ndarray
     unreadable: list[str]
     ignored_files: int
     image_size: int
+    labels: np.ndarray
+    classes: list[str]
 
 
 def load_encoder(checkpoint: str | Path, head: str = "backbone") -> tuple[nn.Module, Config]:
     """The checkpoint's backbone, or backbone followed by the method's projector, and the run's config."""
-    from hallucinator.engine.checkpoint import load_backbone
+    from hallucinator.engine.checkpoint import load_pretrained
     from hallucinator.engine.module import build_method
 
     if head not in HEADS:
         raise ValueError(f"--head {head!r}: choose one of {', '.join(HEADS)}")
-    backbone, config = load_backbone(checkpoint)
+    backbone, config = load_pretrained(checkpoint)
     if head == "backbone":
         return backbone, config
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
@@ -81,7 +87,7 @@ def embed_folder(
     probe of which files decode (see :mod:`hallucinator.data.folder`).
     """
     from hallucinator.data import FileImageDataset, batch_loader, eval_transform
-    from hallucinator.data.folder import FolderOptions, probe, readable, scan_folder
+    from hallucinator.data.folder import FolderOptions, probe, readable, scan_folder, subfolder_labels
 
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
@@ -106,12 +112,15 @@ def embed_folder(
         for images, _ in loader:
             batch = transform(images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
             rows.append(model(batch).float().cpu())
+    labels, classes = subfolder_labels(scan.root, scan.files)
     return Embeddings(
         names=scan.names,
         embeddings=torch.cat(rows).numpy(),
         unreadable=unreadable,
         ignored_files=scan.ignored_files,
         image_size=size,
+        labels=np.asarray(labels, dtype=np.int64),
+        classes=classes,
     )
 
 

@@ -1,4 +1,4 @@
-"""Linear classification on frozen features (paper Sec. 4.2, METHOD.md section 5).
+"""Linear classification on frozen features (the paper's Sec. 4.2).
 
 Full protocol: a BN-free ``nn.Linear`` head on the frozen backbone (eval mode), 100 epochs,
 SGD lr 10 (30 for ImageNet), momentum 0.9, weight decay 0, lr /10 at epochs 60 and 80,

@@ -27,8 +27,6 @@ from torch import Tensor  # noqa: E402
 
 from hallucinator.evaluation.metrics import g_potential, reduce_to_2d  # noqa: E402
 
-METRICS_CSV = Path("csv") / "metrics.csv"  # older run directories; now csv/version_N/metrics.csv
-
 
 def _save(fig: plt.Figure, out: str | Path) -> list[Path]:
     """Writes ``out`` with ``.png`` and ``.svg`` suffixes; returns both paths."""
@@ -42,13 +40,11 @@ def _save(fig: plt.Figure, out: str | Path) -> list[Path]:
 
 
 def metrics_files(run_dir: str | Path) -> list[Path]:
-    """A run's metrics CSVs in order: ``csv/version_N/metrics.csv`` (one per (re)start) or ``csv/metrics.csv``."""
+    """A run's metrics CSVs in order: ``csv/version_N/metrics.csv``, one per (re)start (or the CSV itself)."""
     run_dir = Path(run_dir)
     if run_dir.suffix == ".csv":
         return [run_dir] if run_dir.is_file() else []
-    versions = sorted(run_dir.glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
-    single = run_dir / METRICS_CSV
-    return versions or ([single] if single.is_file() else [])
+    return sorted(run_dir.glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:

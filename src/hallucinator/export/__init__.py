@@ -220,7 +220,7 @@ def input_spec(config: Config) -> dict[str, Any]:
     float32 ``N x 3 x S x S`` (NCHW, RGB), ``(pixels / 255 - mean) / std`` per channel.
 
     Example:
-        >>> backbone, config = hallucinator.engine.checkpoint.load_backbone("runs/quickstart/checkpoints/last.ckpt")
+        >>> backbone, config = hallucinator.engine.checkpoint.load_pretrained("runs/quickstart/checkpoints/last.ckpt")
         >>> input_spec(config)["mean"]  # a CIFAR-10 run
         [0.4914, 0.4822, 0.4465]
     """
@@ -334,9 +334,9 @@ def export_checkpoint(
         from hallucinator.export.hf import export_hf
 
         return export_hf(checkpoint, out)
-    from hallucinator.engine.checkpoint import load_backbone
+    from hallucinator.engine.checkpoint import load_pretrained
 
-    backbone, config = load_backbone(checkpoint)
+    backbone, config = load_pretrained(checkpoint)
     return export_state_dict(
         backbone.state_dict(),
         out,
@@ -367,7 +367,7 @@ def load_backbone(checkpoint: str | Path, map_location: str | torch.device = "cp
         from hallucinator.export.hf import load_folder
 
         return load_folder(checkpoint, map_location)
-    from hallucinator.engine.checkpoint import load_backbone as load_with_config
+    from hallucinator.engine.checkpoint import load_pretrained
 
-    backbone, _ = load_with_config(checkpoint, map_location)
+    backbone, _ = load_pretrained(checkpoint, map_location)
     return backbone.eval()

@@ -71,7 +71,7 @@ def folder_config(config: Config, num_features: int, steps: int | None, evaluati
     """The ``config.json`` of the folder (see the module's docstring).
 
     Example:
-        >>> backbone, config = hallucinator.engine.checkpoint.load_backbone("runs/quickstart/checkpoints/last.ckpt")
+        >>> backbone, config = hallucinator.engine.checkpoint.load_pretrained("runs/quickstart/checkpoints/last.ckpt")
         >>> folder_config(config, backbone.num_features, 4880, {})["key_names"]
         'torchvision'
     """
@@ -279,12 +279,12 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     """
     from safetensors.torch import save_file
 
-    from hallucinator.engine.checkpoint import load_backbone
+    from hallucinator.engine.checkpoint import load_pretrained
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file; --format hf writes a folder: pass a directory path")
-    backbone, config = load_backbone(checkpoint)
+    backbone, config = load_pretrained(checkpoint)
     state, name = backbone.state_dict(), config.model.backbone
     image_size = input_spec(config)["image_size"]
     if backbones.timm_spec(name) is not None:

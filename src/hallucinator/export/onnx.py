@@ -70,12 +70,12 @@ def load_encoder(checkpoint: str | Path, part: str = "backbone") -> tuple[nn.Mod
         >>> encoder, config = load_encoder("runs/quickstart/checkpoints/last.ckpt", "projector")
         >>> encoder(images).shape  # (N, the projector's output size, e.g. 128 for MoCo v2)
     """
-    from hallucinator.engine.checkpoint import load_backbone
+    from hallucinator.engine.checkpoint import load_pretrained
     from hallucinator.engine.module import build_method
 
     if part not in PARTS:
         raise ValueError(f"--part {part!r}: choose one of {', '.join(PARTS)}")
-    backbone, config = load_backbone(checkpoint)
+    backbone, config = load_pretrained(checkpoint)
     if part == "backbone":
         return backbone.eval(), config
     projector = getattr(build_method(config), "projector", None)

@@ -7,8 +7,10 @@ from torch import Tensor, nn
 from hallucinator.losses import barlow_twins
 from hallucinator.methods.base import HallucinatorChoice
 from hallucinator.methods.families import EmbeddingPair
+from hallucinator.methods.registry import register_method
 
 
+@register_method("barlowtwins")
 class BarlowTwins(EmbeddingPair):
     """Barlow Twins: the cross-correlation of the two views' embeddings is pushed to the identity.
 

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hallucinator.hallucinator import EXTRAPOLATION_MODES, Hallucinator
+from hallucinator.hallucinator import EXTRAPOLATION_MODES, HallucinatedPair, Hallucinator
+from hallucinator.hallucinator_variants import GuardedHallucinator
 
 HallucinatorChoice = Hallucinator | bool | None | Callable[[int], Hallucinator]
 """What a method takes as ``hallucinator``: ``True`` (the paper's), ``False`` / ``None`` (none), a built
@@ -78,8 +79,6 @@ class SSLMethod(nn.Module):
         self.num_features = num_features
         self.hallucination_weight = float(hallucination_weight)
         self.hallucinator: Hallucinator | None = None
-        # fraction of training done, in [0, 1]; a training loop sets it each step (momentum schedules read it)
-        self.progress = 0.0
 
     def _set_hallucinator(self, hallucinator: HallucinatorChoice, dim: int) -> None:
         """``True`` builds the paper's Hallucinator for ``dim`` features, a factory is called with ``dim``;
@@ -133,17 +132,17 @@ class SSLMethod(nn.Module):
         loss_hallucinated: torch.Tensor | None,
         q: torch.Tensor,
         k: torch.Tensor,
-        hallucinated: tuple[torch.Tensor, torch.Tensor] | None = None,
+        hallucinated: HallucinatedPair | None = None,
         *,
         features: torch.Tensor | None = None,
         joint_loss: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The loss dict; ``pos_similarity`` is the mean cosine of the original positive pair ``(q, k)``,
         ``hal_similarity`` that of the ``hallucinated`` pair the hallucinated loss scores (Fig. 4) and
-        ``extrap_similarity`` that of the extrapolated ``q'`` with the same partner: ``hal < extrap``
+        ``extrap_similarity`` that of its extrapolated ``q'`` with the same partner: ``hal < extrap``
         means ``H`` made the positive harder than the extrapolation did, ``hal > pos`` easier than the
-        original. With the Hallucinator's hardness guard on, its weighted penalty (``guard_penalty``)
-        joins the hallucinated loss.
+        original. With a :class:`~hallucinator.hallucinator_variants.GuardedHallucinator`, its weighted
+        penalty (``guard_penalty``) joins the hallucinated loss.
 
         ``features``: the backbone's features of ``view1``, returned detached as ``features`` (what an
         online linear probe trains on, at no extra forward pass).
@@ -154,11 +153,10 @@ class SSLMethod(nn.Module):
         out = {"loss_original": loss_original, "pos_similarity": _mean_cosine(q, k)}
         guard = None
         if hallucinated is not None:
-            assert self.hallucinator is not None and self.hallucinator.last_extrapolated is not None
-            out["hal_similarity"] = _mean_cosine(*hallucinated)
-            out["extrap_similarity"] = _mean_cosine(self.hallucinator.last_extrapolated, hallucinated[1])
-            if self.hallucinator.guard_weight > 0:
-                out["guard_penalty"] = self.hallucinator.guard_penalty(*hallucinated, q)
+            out["hal_similarity"] = _mean_cosine(hallucinated.q_hat, hallucinated.partner)
+            out["extrap_similarity"] = _mean_cosine(hallucinated.q_prime, hallucinated.partner)
+            if isinstance(self.hallucinator, GuardedHallucinator):
+                out["guard_penalty"] = self.hallucinator.guard_penalty(hallucinated, q)
                 guard = self.hallucinator.guard_weight * out["guard_penalty"]
         if features is not None:
             out["features"] = features.detach()
@@ -193,7 +191,7 @@ def check_loss_form(method: type[SSLMethod], loss_form: str, hallucinator: Hallu
             f"{method.__name__} has no concatenated loss form (the authors' code has one for SimCLR and MoCo "
             "v1/v2 only); use loss_form='average'"
         )
-    if loss_form == "concat" and hallucinator is not None and hallucinator.guard_weight > 0:
+    if loss_form == "concat" and isinstance(hallucinator, GuardedHallucinator):
         raise ValueError("the hardness guard weights the hallucinated loss, which concat does not have apart")
 
 

@@ -7,8 +7,10 @@ from torch import Tensor, nn
 from hallucinator.losses import negative_cosine
 from hallucinator.methods.base import HallucinatorChoice
 from hallucinator.methods.families import MomentumPredictor
+from hallucinator.methods.registry import register_method
 
 
+@register_method("byol")
 class BYOL(MomentumPredictor):
     """BYOL: an online network predicts the target network's projection of the other view.
 

@@ -10,7 +10,8 @@ from torch.nn.utils.parametrizations import weight_norm
 from hallucinator import distributed
 from hallucinator.losses import dino, soft_cross_entropy
 from hallucinator.methods.base import STOP_GRADIENT_TARGETS, HallucinatorChoice, SSLMethod
-from hallucinator.methods.memory import check_momentum_schedule, cosine_momentum, ema_update, momentum_copy
+from hallucinator.methods.memory import MomentumTarget, check_momentum_schedule, momentum_copy
+from hallucinator.methods.registry import register_method
 
 
 class DINOHead(nn.Module):
@@ -64,14 +65,17 @@ class DINOHead(nn.Module):
         return embedding, self.last_layer(embedding)
 
 
-class DINO(SSLMethod):
+@register_method("dino", multi_crop=True)
+class DINO(SSLMethod, MomentumTarget):
     """DINO: a student matches the centred, sharpened output of its momentum teacher across crops.
 
     Student: backbone -> :class:`DINOHead` on every crop (the two global views, then the local
-    ones). Teacher: an EMA of the student's backbone and head (momentum ``momentum`` -> ``final_momentum``
-    on a cosine over training), on the global views only. Teacher probabilities
-    ``softmax((t - center) / T_t)``, with ``T_t`` rising linearly from ``warmup_teacher_temperature``
-    to ``teacher_temperature`` over the first ``teacher_temp_warmup`` of training (``progress``);
+    ones). Teacher: an EMA of the student's backbone and head (a
+    :class:`~hallucinator.methods.memory.MomentumTarget`, momentum ``momentum`` -> ``final_momentum`` on a
+    cosine over training), on the global views only. Teacher probabilities ``softmax((t - center) / T_t)``,
+    with ``T_t = teacher_temp`` (:meth:`teacher_temperature_at`: rising linearly from
+    ``warmup_teacher_temperature`` to ``teacher_temperature`` over the first ``teacher_temp_warmup`` of
+    training; the training loop sets it each step);
     student log-probabilities ``log_softmax(s / student_temperature)``. The loss is the cross-entropy
     averaged over every (teacher global view, other student view) pair (:func:`hallucinator.losses.dino`).
     ``center`` is an EMA (``center_momentum``) of the teacher's mean logits over the global batch of
@@ -92,6 +96,8 @@ class DINO(SSLMethod):
     Example:
         >>> from hallucinator import backbones
         >>> dino_method = DINO(backbones.build("vit_tiny", image_size=32), out_dim=4096)
+        >>> dino_method.teacher_temp = dino_method.teacher_temperature_at(progress)  # each training step
+        >>> dino_method.update_target(cosine_momentum(0.996, progress))  # each training step, before the forward
         >>> out = dino_method(global1, global2, local1, local2)  # local crops may be smaller
         >>> out["loss"].backward()
     """
@@ -131,6 +137,7 @@ class DINO(SSLMethod):
         self.student_temperature = student_temperature
         self.teacher_temperatures = (warmup_teacher_temperature, teacher_temperature)
         self.teacher_temp_warmup = teacher_temp_warmup
+        self.teacher_temp = self.teacher_temperature_at(0.0)  # the teacher's temperature in the next forward
         self.center_momentum = center_momentum
         self.momentum, self.final_momentum = momentum, final_momentum
         self.head = DINOHead(self.num_features, out_dim, hidden_dim, bottleneck_dim, norm_last_layer=norm_last_layer)
@@ -139,12 +146,15 @@ class DINO(SSLMethod):
         self.register_buffer("center", torch.zeros(1, out_dim))
         self._set_hallucinator(hallucinator, bottleneck_dim)
 
-    def teacher_temperature(self) -> float:
-        """``T_t`` at ``progress``: the linear warm-up, then the final temperature."""
+    def teacher_temperature_at(self, progress: float) -> float:
+        """``T_t`` at ``progress``, the fraction of training done: the linear warm-up, then the final temperature."""
         start, end = self.teacher_temperatures
-        if self.progress >= self.teacher_temp_warmup:
+        if progress >= self.teacher_temp_warmup:
             return end
-        return start + (end - start) * self.progress / self.teacher_temp_warmup
+        return start + (end - start) * progress / self.teacher_temp_warmup
+
+    def momentum_pairs(self) -> tuple[list[nn.Module], list[nn.Module]]:
+        return [self.backbone, self.head], [self.teacher_backbone, self.teacher_head]
 
     @torch.no_grad()
     def update_center(self, teacher_logits: Tensor) -> None:
@@ -163,9 +173,6 @@ class DINO(SSLMethod):
     def forward(self, view1: Tensor, view2: Tensor, *local_views: Tensor) -> dict[str, Tensor]:
         self._check_views(view1, view2)
         self._check_local_views(view1, local_views)
-        if self.training:
-            momentum = cosine_momentum(self.momentum, self.progress, self.final_momentum)
-            ema_update([self.backbone, self.head], [self.teacher_backbone, self.teacher_head], momentum)
         n = view1.shape[0]
         features = self._features(self.backbone, torch.cat([view1, view2]))
         embeddings, logits = self.head(features)
@@ -176,7 +183,7 @@ class DINO(SSLMethod):
             teacher_embeddings, teacher_logits = self.teacher_head(
                 self._features(self.teacher_backbone, torch.cat([view1, view2]))
             )
-            probs = F.softmax((teacher_logits - self.center) / self.teacher_temperature(), dim=-1)
+            probs = F.softmax((teacher_logits - self.center) / self.teacher_temp, dim=-1)
             teacher = probs.split(n)
             entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=-1).mean()
             if self.training:
@@ -185,9 +192,10 @@ class DINO(SSLMethod):
         q, k = embeddings[:n], teacher_embeddings[n:]
         loss_hallucinated = hallucinated = None
         if self.hallucinator is not None:
-            q_hat = self.hallucinator(q, k)
-            loss_hallucinated = soft_cross_entropy(self.head.logits(q_hat), teacher[1], self.student_temperature)
-            hallucinated = (q_hat, k)
+            hallucinated = self.hallucinator.pair(q, k)
+            loss_hallucinated = soft_cross_entropy(
+                self.head.logits(hallucinated.q_hat), teacher[1], self.student_temperature
+            )
         out = self._output(loss_original, loss_hallucinated, q, k, hallucinated, features=features[:n])
         out["teacher_entropy"] = entropy
         out["teacher_student_kl"] = loss_original.detach() - entropy

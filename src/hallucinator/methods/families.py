@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from hallucinator.methods.base import STOP_GRADIENT_TARGETS, HallucinatorChoice, SSLMethod, mlp
-from hallucinator.methods.memory import check_momentum_schedule, cosine_momentum, ema_update, momentum_copy
+from hallucinator.methods.memory import MomentumTarget, check_momentum_schedule, momentum_copy
 
 
 class EmbeddingPair(SSLMethod):
@@ -48,22 +48,21 @@ class EmbeddingPair(SSLMethod):
         loss_hallucinated = hallucinated = None
         if self.hallucinator is not None:
             hallucinated = self.hallucinator.pair(z1, z2)
-            loss_hallucinated = self.pair_loss(*hallucinated)
+            loss_hallucinated = self.pair_loss(hallucinated.q_hat, hallucinated.partner)
         return self._output(loss_original, loss_hallucinated, z1, z2, hallucinated, features=features)
 
 
-class MomentumPredictor(SSLMethod):
+class MomentumPredictor(SSLMethod, MomentumTarget):
     """Online ``predictor(projector(backbone(x)))`` against the momentum target ``projector'(backbone'(x'))``.
 
     Projector ``num_features -> hidden_dim -> dim`` and predictor ``dim -> pred_hidden_dim -> dim``,
     each Linear-BN-ReLU-Linear (``projector_last_bn``: an affine-free BatchNorm on the projection,
     MoCo v3's head; ``proj_layers=3``: one more hidden Linear-BN-ReLU, MoCo v3's ViT head).
 
-    The target is an exponential moving average of the online backbone and projector, updated
-    at the start of each training-mode ``forward`` (i.e. after the previous optimiser step)
-    with momentum ``cosine_momentum(momentum, progress, final_momentum)``: BYOL's schedule from
-    ``momentum`` to ``final_momentum`` over training (``progress`` is set by the training loop;
-    ``final_momentum = momentum`` keeps it constant). Subclasses define ``pair_loss(p, t)`` for
+    The target is an exponential moving average of the online backbone and projector (a
+    :class:`~hallucinator.methods.memory.MomentumTarget`): the training loop calls :meth:`update_target`
+    before each ``forward`` with BYOL's momentum schedule from ``momentum`` to ``final_momentum`` over
+    training (``final_momentum = momentum`` keeps it constant). Subclasses define ``pair_loss(p, t)`` for
     one direction; the loss is ``pair_loss(p1, t2) + pair_loss(p2, t1)``.
     """
 
@@ -93,8 +92,8 @@ class MomentumPredictor(SSLMethod):
         self.momentum_projector = momentum_copy(self.projector)
         self._set_hallucinator(hallucinator, dim)
 
-    def current_momentum(self) -> float:
-        return cosine_momentum(self.momentum, self.progress, self.final_momentum)
+    def momentum_pairs(self) -> tuple[list[nn.Module], list[nn.Module]]:
+        return [self.backbone, self.projector], [self.momentum_backbone, self.momentum_projector]
 
     def pair_loss(self, p: Tensor, t: Tensor) -> Tensor:
         raise NotImplementedError
@@ -105,12 +104,6 @@ class MomentumPredictor(SSLMethod):
 
     def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
         self._check_views(view1, view2)
-        if self.training:
-            ema_update(
-                [self.backbone, self.projector],
-                [self.momentum_backbone, self.momentum_projector],
-                self.current_momentum(),
-            )
         features = self._features(self.backbone, view1)
         p1 = self.predictor(self.projector(features))
         p2 = self.predictor(self.projector(self._features(self.backbone, view2)))
@@ -119,10 +112,9 @@ class MomentumPredictor(SSLMethod):
         loss_hallucinated = hallucinated = None
         targets = torch.cat([t2, t1])
         if self.hallucinator is not None:
-            p_hat = self.hallucinator(torch.cat([p1, p2]), targets)
-            p1_hat, p2_hat = p_hat.chunk(2)
+            hallucinated = self.hallucinator.pair(torch.cat([p1, p2]), targets)
+            p1_hat, p2_hat = hallucinated.q_hat.chunk(2)
             loss_hallucinated = self.pair_loss(p1_hat, t2) + self.pair_loss(p2_hat, t1)
-            hallucinated = (p_hat, targets)
         return self._output(
             loss_original, loss_hallucinated, torch.cat([p1, p2]), targets, hallucinated, features=features
         )

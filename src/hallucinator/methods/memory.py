@@ -4,6 +4,7 @@ Example:
     >>> target = momentum_copy(projector)                       # frozen copy, no gradient
     >>> ema_update([projector], [target], cosine_momentum(0.99, progress=0.3))
     >>> enqueue(queue, queue_ptr, keys)                           # a (K, D) ring buffer, keys of all processes
+    >>> byol.update_target(cosine_momentum(byol.momentum, progress, byol.final_momentum))  # a MomentumTarget, each step
 """
 
 from __future__ import annotations
@@ -16,6 +17,30 @@ import torch
 from torch import nn
 
 from hallucinator import distributed
+
+
+class MomentumTarget:
+    """A method whose target (key, teacher) encoder is an exponential moving average of its online encoder.
+
+    The training loop calls :meth:`update_target` once per training step, before the method's ``forward``:
+    the target then follows the online weights the previous optimiser step left (MoCo's code does the same
+    at the start of its ``forward``; the first call, with both equal, changes nothing). The momentum rises
+    from ``momentum`` to ``final_momentum`` over training on BYOL's cosine (:func:`cosine_momentum`; the
+    engine's ``Schedules`` computes it), constant when the two are equal (MoCo).
+
+    Subclasses set ``momentum``, ``final_momentum`` and define :meth:`momentum_pairs`.
+    """
+
+    momentum: float
+    final_momentum: float
+
+    def momentum_pairs(self) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The online modules and their targets, in the same order."""
+        raise NotImplementedError
+
+    def update_target(self, momentum: float) -> None:
+        """``target = momentum * target + (1 - momentum) * online`` for every pair of :meth:`momentum_pairs`."""
+        ema_update(*self.momentum_pairs(), momentum)
 
 
 def momentum_copy(module: nn.Module) -> nn.Module:

@@ -9,10 +9,13 @@ from torch import nn
 from hallucinator import distributed
 from hallucinator.losses import info_nce
 from hallucinator.methods.base import HallucinatorChoice, SSLMethod, check_loss_form, mlp
-from hallucinator.methods.memory import check_queue_batch, ema_update, enqueue, momentum_copy
+from hallucinator.methods.memory import MomentumTarget, check_queue_batch, enqueue, momentum_copy
+from hallucinator.methods.registry import register_method
 
 
-class MoCo(SSLMethod):
+@register_method("mocov2", augmentation="mocov2", version=2)
+@register_method("mocov1", augmentation="mocov1", version=1)
+class MoCo(SSLMethod, MomentumTarget):
     """Momentum Contrast: a query encoder, a momentum key encoder and a queue of negative keys.
 
     The query ``q`` (un-normalised projection of ``view1``) and the normalised momentum key
@@ -22,7 +25,9 @@ class MoCo(SSLMethod):
     ``loss_form="concat"`` is the authors' code: one InfoNCE over the ``2N`` rows ``[q; q_hat]`` against
     ``[k; k]``, and ``[k; k]`` enqueued, every key twice (the queue must then hold a multiple of ``2N``).
 
-    In training mode ``forward`` also updates the momentum encoder and enqueues the keys.
+    In training mode ``forward`` also enqueues the keys; the training loop updates the momentum encoder with
+    :meth:`update_target` before each ``forward`` (a :class:`~hallucinator.methods.memory.MomentumTarget` of
+    constant momentum ``m``).
     Shuffle-BN: under DDP the keys' batch is shuffled across processes; on a single process
     the shuffled key batch is encoded in ``shuffle_bn_splits`` groups, each with its own
     BatchNorm statistics, which is what ``shuffle_bn_splits`` GPUs would compute.
@@ -43,6 +48,7 @@ class MoCo(SSLMethod):
     Example:
         >>> from hallucinator import backbones
         >>> moco = MoCo(backbones.build("resnet18", cifar_stem=True), version=2)
+        >>> moco.update_target(moco.momentum)  # each training step, before the forward
         >>> out = moco(view1, view2)  # view1 is the hallucinated branch
         >>> out["loss"].backward()
     """
@@ -78,11 +84,11 @@ class MoCo(SSLMethod):
             )
         self.version = version
         self.temperature = (0.07 if version == 1 else 0.2) if temperature is None else temperature
-        self.momentum = momentum
+        self.momentum = self.final_momentum = momentum  # MoCo's m is constant
         self.shuffle_bn_splits = shuffle_bn_splits
-        use_mlp = (version == 2) if mlp is None else mlp
+        self.mlp = (version == 2) if mlp is None else mlp
         # MoCo v2's head is fc-ReLU-fc with the hidden width of the backbone's features, no BatchNorm
-        self.projector = _head(self.num_features, dim, use_mlp)
+        self.projector = _head(self.num_features, dim, self.mlp)
         self.momentum_backbone = momentum_copy(backbone)
         self.momentum_projector = momentum_copy(self.projector)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
@@ -91,8 +97,8 @@ class MoCo(SSLMethod):
         check_loss_form(type(self), loss_form, self.hallucinator)
         self.loss_form = loss_form
 
-    def _momentum_update(self) -> None:
-        ema_update([self.backbone, self.projector], [self.momentum_backbone, self.momentum_projector], self.momentum)
+    def momentum_pairs(self) -> tuple[list[nn.Module], list[nn.Module]]:
+        return [self.backbone, self.projector], [self.momentum_backbone, self.momentum_projector]
 
     def _key_encoder(self, images: torch.Tensor) -> torch.Tensor:
         return self.momentum_projector(self._features(self.momentum_backbone, images))
@@ -131,7 +137,6 @@ class MoCo(SSLMethod):
         self._check_views(view1, view2)
         if self.training:
             self._check_training_batch(view1.shape[0])
-            self._momentum_update()
         features = self._features(self.backbone, view1)
         q = self.projector(features)
         k = self._keys(view2)
@@ -142,7 +147,7 @@ class MoCo(SSLMethod):
             hallucinated = self.hallucinator.pair(q, k)
         if self._concat:
             assert hallucinated is not None
-            q_hat, partner = hallucinated
+            q_hat, partner = hallucinated.q_hat, hallucinated.partner
             joint = info_nce(torch.cat([q, q_hat]), torch.cat([k, partner]), queue, self.temperature)
             with torch.no_grad():  # the two pairs' own losses, as monitors
                 loss_original = info_nce(q, k, queue, self.temperature)
@@ -150,7 +155,7 @@ class MoCo(SSLMethod):
         else:
             loss_original = info_nce(q, k, queue, self.temperature)
             if hallucinated is not None:
-                loss_hallucinated = info_nce(*hallucinated, queue, self.temperature)
+                loss_hallucinated = info_nce(hallucinated.q_hat, hallucinated.partner, queue, self.temperature)
         if self.training:
             self._enqueue(torch.cat([k, k]) if self._concat else k)
         return self._output(loss_original, loss_hallucinated, q, k, hallucinated, features=features, joint_loss=joint)

@@ -7,8 +7,10 @@ from torch import Tensor, nn
 from hallucinator.losses import in_batch_info_nce
 from hallucinator.methods.base import HallucinatorChoice
 from hallucinator.methods.families import MomentumPredictor
+from hallucinator.methods.registry import register_method
 
 
+@register_method("mocov3")
 class MoCoV3(MomentumPredictor):
     """MoCo v3: the query (online prediction) of one view against the momentum keys of the other, in-batch negatives.
 

@@ -9,8 +9,10 @@ from torch import Tensor, nn
 from hallucinator.losses import in_batch_info_nce
 from hallucinator.methods.base import STOP_GRADIENT_TARGETS, HallucinatorChoice, SSLMethod, mlp
 from hallucinator.methods.memory import check_queue_batch, enqueue
+from hallucinator.methods.registry import register_method
 
 
+@register_method("nnclr")
 class NNCLR(SSLMethod):
     """NNCLR: the nearest neighbour of one view's embedding, from a support queue, is the positive of the other's prediction.
 
@@ -83,9 +85,8 @@ class NNCLR(SSLMethod):
         loss_hallucinated = hallucinated = None
         neighbours = torch.cat([nn1, nn2])
         if self.hallucinator is not None:
-            p_hat = self.hallucinator(torch.cat([p2, p1]), neighbours)
-            p2_hat, p1_hat = p_hat.chunk(2)
-            hallucinated = (p_hat, neighbours)
+            hallucinated = self.hallucinator.pair(torch.cat([p2, p1]), neighbours)
+            p2_hat, p1_hat = hallucinated.q_hat.chunk(2)
             loss_hallucinated = (
                 in_batch_info_nce(nn1, p2_hat, self.temperature) + in_batch_info_nce(nn2, p1_hat, self.temperature)
             ) / 2

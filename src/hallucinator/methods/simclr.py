@@ -7,8 +7,10 @@ from torch import Tensor, nn
 
 from hallucinator.losses import nt_xent
 from hallucinator.methods.base import HallucinatorChoice, SSLMethod, check_loss_form, mlp
+from hallucinator.methods.registry import register_method
 
 
+@register_method("simclr")
 class SimCLR(SSLMethod):
     """SimCLR: NT-Xent between the projections of two views, negatives from the whole (global) batch.
 
@@ -73,14 +75,16 @@ class SimCLR(SSLMethod):
         if self.hallucinator is not None:
             hallucinated = self.hallucinator.pair(q, k)
             if self.loss_form == "concat":
-                q_hat, partner = hallucinated
+                q_hat, partner = hallucinated.q_hat, hallucinated.partner
                 joint = self.loss_scale * nt_xent(torch.cat([q, q_hat]), torch.cat([k, partner]), self.temperature)
                 with torch.no_grad():  # the two pairs' own losses, as monitors
                     loss_original = self.loss_scale * nt_xent(q, k, self.temperature)
                     loss_hallucinated = self.loss_scale * nt_xent(q_hat, partner, self.temperature)
             else:
                 loss_original = self.loss_scale * nt_xent(q, k, self.temperature)
-                loss_hallucinated = self.loss_scale * nt_xent(*hallucinated, self.temperature)
+                loss_hallucinated = self.loss_scale * nt_xent(
+                    hallucinated.q_hat, hallucinated.partner, self.temperature
+                )
         else:
             loss_original = self.loss_scale * nt_xent(q, k, self.temperature)
         return self._output(loss_original, loss_hallucinated, q, k, hallucinated, features=features, joint_loss=joint)

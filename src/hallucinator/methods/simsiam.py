@@ -7,8 +7,10 @@ from torch import Tensor, nn
 
 from hallucinator.losses import negative_cosine
 from hallucinator.methods.base import STOP_GRADIENT_TARGETS, HallucinatorChoice, SSLMethod, mlp
+from hallucinator.methods.registry import register_method
 
 
+@register_method("simsiam", augmentation="simsiam")
 class SimSiam(SSLMethod):
     """SimSiam: a predictor and a stop-gradient instead of negatives; symmetric loss.
 
@@ -64,10 +66,10 @@ class SimSiam(SSLMethod):
         loss_hallucinated = hallucinated = None
         targets = torch.cat([z2, z1])
         if self.hallucinator is not None:
-            p_hat = self.hallucinator(torch.cat([p1, p2]), torch.cat([p2, p1]))
-            p1_hat, p2_hat = p_hat.chunk(2)
+            # extrapolated towards the other view's prediction, but scored against the stop-gradient targets
+            hallucinated = self.hallucinator.pair(torch.cat([p1, p2]), torch.cat([p2, p1]))._replace(partner=targets)
+            p1_hat, p2_hat = hallucinated.q_hat.chunk(2)
             loss_hallucinated = (negative_cosine(p1_hat, z2) + negative_cosine(p2_hat, z1)) / 2
-            hallucinated = (p_hat, targets)
         return self._output(
             loss_original, loss_hallucinated, torch.cat([p1, p2]), targets, hallucinated, features=features
         )

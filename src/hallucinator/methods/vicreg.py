@@ -7,8 +7,10 @@ from torch import Tensor, nn
 from hallucinator.losses import vicreg
 from hallucinator.methods.base import HallucinatorChoice
 from hallucinator.methods.families import EmbeddingPair
+from hallucinator.methods.registry import register_method
 
 
+@register_method("vicreg")
 class VICReg(EmbeddingPair):
     """VICReg: invariance between the two views' embeddings, variance and decorrelation within each.
 

@@ -6,6 +6,11 @@
   ``(image, target)`` samples for torchvision's detection models.
 - :func:`voc07_ap`, :func:`voc_metrics`: VOC07's 11-point AP per class and mAP; detectron2's VOC AP / AP50 / AP75.
 - :func:`coco_metrics`: COCO's AP (boxes or masks) through faster-coco-eval or pycocotools.
+- :func:`build_detector`: torchvision's Faster / Mask R-CNN on our ResNets, R50-C4 as the paper (res5 as the
+  RoI head, the mask branch on its features) or R-FPN; :func:`load_backbone_weights` and
+  :func:`backbone_state` map the checkpoint's ResNet tensors to and from the detector by name.
+- :func:`transfer`: fine-tunes a checkpoint as that detector after MoCo's detectron2 protocol and evaluates it
+  (``hallucinator transfer``); :func:`load_transfer_config` reads its recipes (``configs/transfer/``).
 
 This package sits beside :mod:`hallucinator.evaluation`: it may use the core modules, the data layer
 and the engine, never evaluation, export or the CLI.
@@ -14,6 +19,8 @@ and the engine, never evaluation, export or the CLI.
 from hallucinator.transfer.coco_eval import coco_metrics, to_coco_results
 from hallucinator.transfer.datasets import VOC_CLASSES, CocoDetection, DatasetReport, VOCDetection
 from hallucinator.transfer.detection_set import DetectionSet, make_detection_set
+from hallucinator.transfer.models import backbone_state, build_detector, load_backbone_weights
+from hallucinator.transfer.train import TransferConfig, TransferResult, load_transfer_config, transfer
 from hallucinator.transfer.voc_ap import VOCAP, voc07_ap, voc_metrics
 
 __all__ = [
@@ -22,10 +29,17 @@ __all__ = [
     "CocoDetection",
     "DatasetReport",
     "DetectionSet",
+    "TransferConfig",
+    "TransferResult",
     "VOCDetection",
+    "backbone_state",
+    "build_detector",
     "coco_metrics",
+    "load_backbone_weights",
+    "load_transfer_config",
     "make_detection_set",
     "to_coco_results",
+    "transfer",
     "voc07_ap",
     "voc_metrics",
 ]
