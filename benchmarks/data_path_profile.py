@@ -37,9 +37,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from hallucinator import backbones
-from hallucinator.data import ImageDataset, augment
+from hallucinator.data import ImageDataset, augment, batch_loader
 from hallucinator.engine import load_config
-from hallucinator.engine.datamodule import StepBatches
 from hallucinator.engine.device_data import ResidentBatches
 from hallucinator.engine.module import build_augmentation, build_method
 
@@ -111,7 +110,8 @@ def profile_steps(args: argparse.Namespace) -> dict:
     )
     dataset = _dataset(args)
     step = 0
-    batches = ResidentBatches(StepBatches(dataset, args.batch_size, seed=0, position=lambda: step), device)
+    cpu = batch_loader(dataset, args.batch_size, shuffle=True, drop_last=True, position=lambda: step)
+    batches = ResidentBatches(cpu, device)
     views_of = build_augmentation(config).to(device)
     method = build_method(config).to(device).train()
     memory_format = torch.channels_last if backbones.channels_last_safe(method) else torch.contiguous_format

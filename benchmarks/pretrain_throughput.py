@@ -21,13 +21,17 @@ the machine's measured matmul peak in the step's precision (a short fp32 / bf16 
 **roofline limit**, ``max(FLOPs / peak, bytes / bandwidth)`` with the bytes the step moves
 (``benchmarks/roofline.py``) and the machine's triad bandwidth, printed as ``..._roofline_fraction``
 (the step's pairs/s over the limit's) and ``..._bound`` (which term sets the limit).
-``--variants`` adds ``torch.compile`` and the memory format (``eager-cl``, the default, is eager with
-channels_last, as shipped; ``eager``, ``compile``, ``compile-cl``); ``--device gpu`` runs both sides on
-CUDA (lightly then augments on the CPU in its loader and copies batches to the GPU, as its docs do).
+``--variants`` times the levers of a step's speed side by side (``throughput_variants.py``: ``torch.compile``
+and its modes, the memory format, the SGD implementation, the batch, the threads; ``eager-cl``, the default, is the
+engine as shipped), interleaved round by round; each variant's median pairs/s, its min-max over the rounds and its
+ratio to ``--baseline`` (same method, width, precision and crop) are printed at the end. ``--device gpu`` runs both
+sides on CUDA (lightly then augments on the CPU in its loader and copies batches to the GPU, as its docs do).
 
     python benchmarks/pretrain_throughput.py --data-dir ../shared/datasets/cifar10-jpeg.tar.gz
     python benchmarks/pretrain_throughput.py --device gpu --widths 64 --batch-size 512 \
         --precisions bf16-mixed --lightly-precision bf16-mixed --variants eager eager-cl compile-cl
+    python benchmarks/pretrain_throughput.py --no-lightly --methods simclr --widths 16 --rounds 3 \
+        --variants eager-cl compile-cl sgd-fused batch-512 threads-1
 
 The last line printed is one JSON object with every figure.
 """
@@ -37,6 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
+import itertools
 import json
 import resource
 import statistics
@@ -49,6 +54,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling module
 import roofline  # noqa: E402
+import throughput_variants  # noqa: E402
 
 
 def ours(args: argparse.Namespace) -> dict:
@@ -66,8 +72,6 @@ def ours(args: argparse.Namespace) -> dict:
         f"--trainer.max_steps={args.warmup + args.steps}",
         f"--trainer.precision={args.precision}",
         f"--trainer.accelerator={args.device}",
-        f"--trainer.compile={args.variant.startswith('compile')}",
-        f"--trainer.channels_last={args.variant.endswith('-cl')}",
         "--trainer.log_every_n_steps=1",
         "--trainer.progress_bar=false",
         f"--output_dir={run}",
@@ -76,7 +80,8 @@ def ours(args: argparse.Namespace) -> dict:
         overrides.append(f"--data.crop_size={args.crop_size}")
     if args.method.startswith("moco"):
         overrides.append("--model.hparams.queue_size=4096")
-    config = pretrain(load_config(None, overrides)).config
+    # the variant's overrides last: they win (batch-512 over --batch-size)
+    config = pretrain(load_config(None, overrides + throughput_variants.overrides(args.variant))).config
     (path,) = sorted((run / "csv").glob("version_*/metrics.csv"))[-1:]
     with path.open() as file:
         rates = [float(r["train/images_per_s"]) for r in csv.DictReader(file) if int(r["step"]) >= args.warmup]
@@ -88,9 +93,11 @@ def ours(args: argparse.Namespace) -> dict:
         **figures,
         "pairs_per_s": pairs_per_s,
         "precision": config.trainer.precision,  # "auto" resolved
+        "batch_size": config.data.batch_size,
+        "threads": torch.get_num_threads(),
         "step_gflop": flops / 1e9,
         "step_gb": moved / 1e9,
-        "achieved_gflops": flops / args.batch_size * pairs_per_s / 1e9,
+        "achieved_gflops": flops / config.data.batch_size * pairs_per_s / 1e9,
     }
 
 
@@ -228,7 +235,15 @@ def _suffix(crop: int, variant: str) -> str:
 
 
 DEFAULT_VARIANT = "eager-cl"
-VARIANTS = ("eager", "eager-cl", "compile", "compile-cl")
+
+
+def variant_name(name: str) -> str:
+    """``--variants``' type: a name ``throughput_variants`` knows (checked before any run starts)."""
+    try:
+        throughput_variants.overrides(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return name
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -253,9 +268,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--variants",
         nargs="+",
-        choices=VARIANTS,
+        type=variant_name,
         default=[DEFAULT_VARIANT],
-        help="ours: eager or torch.compile, with (-cl) or without channels_last",
+        help="ours: the engine as shipped (eager-cl) or with a lever changed, e.g. compile-cl, "
+        "compile-max-autotune-cl, compile-method-cl, sgd-fused, batch-512, threads-1 (throughput_variants.py)",
+    )
+    parser.add_argument(
+        "--baseline", type=variant_name, default=DEFAULT_VARIANT, help="the variant the others' ratios are to (run too)"
     )
     parser.add_argument(
         "--crop-sizes",
@@ -291,7 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
     # variants outermost: with --partial, a run stopped early has the cheap eager figures first
     runs += [
         ("ours", m, w, p, c, v)
-        for v in args.variants
+        for v in _variants(args)
         for m in args.methods
         for w in args.widths
         for p in args.precisions
@@ -344,15 +363,22 @@ def main(argv: list[str] | None = None) -> dict:
             if args.partial:
                 print(json.dumps(summarize(results, dict(summary), args, lightly)), flush=True)
     summary = summarize(results, summary, args, lightly)
+    print_table(results, summary)
     print(json.dumps(summary))
     return summary
 
 
 def summarize(results: dict[str, list[dict]], summary: dict, args: argparse.Namespace, lightly: bool) -> dict:
-    """``summary`` (the GEMM peaks) with the medians, GFLOP/s, peak fractions and speed-ups of ``results``."""
+    """``summary`` (the GEMM peaks) with the medians and spreads, GFLOP/s, peak fractions, speed-ups over lightly
+    and ratios to the baseline variant of ``results``."""
     lp = args.lightly_precision
     for key, runs_ in results.items():
-        summary[f"{key}_pairs_per_s"] = round(statistics.median(r["pairs_per_s"] for r in runs_), 1)
+        rates = [r["pairs_per_s"] for r in runs_]
+        summary[f"{key}_pairs_per_s"] = round(statistics.median(rates), 1)
+        summary[f"{key}_pairs_per_s_min"], summary[f"{key}_pairs_per_s_max"] = (
+            round(min(rates), 1),
+            round(max(rates), 1),
+        )
         summary[f"{key}_peak_rss_mb"] = round(max(r["peak_rss_mb"] for r in runs_))
         if "peak_gpu_mb" in runs_[0]:
             summary[f"{key}_peak_gpu_mb"] = round(max(r["peak_gpu_mb"] for r in runs_))
@@ -367,24 +393,44 @@ def summarize(results: dict[str, list[dict]], summary: dict, args: argparse.Name
             # the roofline: the step at the matmul peak or at the triad bandwidth, whichever is slower
             flops, moved = runs_[0]["step_gflop"] * 1e9, runs_[0]["step_gb"] * 1e9
             limit = roofline.roofline_seconds(flops, moved, peak, summary["memory_bandwidth_gbps_triad"])
-            pairs = summary[f"{key}_pairs_per_s"]
+            pairs, batch = summary[f"{key}_pairs_per_s"], runs_[0]["batch_size"]
             summary[f"{key}_step_gb"] = round(runs_[0]["step_gb"], 3)
             summary[f"{key}_bound"] = "compute" if flops / (peak * 1e9) >= limit else "memory"
-            summary[f"{key}_roofline_pairs_per_s"] = round(args.batch_size / limit, 1)
-            summary[f"{key}_roofline_fraction"] = round(pairs * limit / args.batch_size, 4)
-    for method in args.methods if lightly else ():
-        for width in args.widths:
-            base = summary.get(f"lightly-{method}-w{width}" + ("" if lp == "32-true" else f"-{lp}") + "_pairs_per_s")
-            if base is None:
+            summary[f"{key}_roofline_pairs_per_s"] = round(batch / limit, 1)
+            summary[f"{key}_roofline_fraction"] = round(pairs * limit / batch, 4)
+    for method, width, precision, crop in itertools.product(
+        args.methods, args.widths, args.precisions, args.crop_sizes
+    ):
+        lightly_key = f"lightly-{method}-w{width}" + ("" if lp == "32-true" else f"-{lp}")
+        base = summary.get(f"{lightly_key}_pairs_per_s") if lightly else None
+        baseline = summary.get(f"ours-{method}-w{width}-{precision}{_suffix(crop, args.baseline)}_pairs_per_s")
+        for variant in _variants(args):
+            suffix = f"{method}-w{width}-{precision}{_suffix(crop, variant)}"
+            pairs = summary.get(f"ours-{suffix}_pairs_per_s")
+            if pairs is None:  # --partial: not all have run yet
                 continue
-            for precision in args.precisions:
-                for crop in args.crop_sizes:
-                    for variant in args.variants:
-                        suffix = f"{method}-w{width}-{precision}{_suffix(crop, variant)}"
-                        if f"ours-{suffix}_pairs_per_s" in summary:  # --partial: not all have run yet
-                            summary[f"speedup-{suffix}"] = round(summary[f"ours-{suffix}_pairs_per_s"] / base, 2)
+            if base is not None:
+                summary[f"speedup-{suffix}"] = round(pairs / base, 2)
+            if baseline is not None and variant != args.baseline:
+                summary[f"ratio-{suffix}"] = round(pairs / baseline, 3)
     summary.update(device=args.device, batch_size=args.batch_size, threads=torch.get_num_threads())
     return summary
+
+
+def _variants(args: argparse.Namespace) -> list[str]:
+    """The variants ours runs: the baseline first, then ``--variants`` (once each)."""
+    return list(dict.fromkeys([args.baseline, *args.variants]))
+
+
+def print_table(results: dict[str, list[dict]], summary: dict) -> None:
+    """Each run's median pairs/s, its min-max over the rounds and its ratio to the baseline variant."""
+    print(f"{'run':56s} {'pairs/s':>8s} {'min-max over rounds':>20s} {'spread':>7s} {'ratio':>6s}")
+    for key in results:
+        median, low, high = (summary[f"{key}_pairs_per_s{end}"] for end in ("", "_min", "_max"))
+        ratio = summary.get(f"ratio-{key.removeprefix('ours-')}")
+        spread = f"{100 * (high - low) / median:6.1f}%" if median else "-"
+        line = f"{key:56s} {median:8.1f} {f'{low:.1f}-{high:.1f}':>20s} {spread:>7s}"
+        print(line + (f" {ratio:6.3f}" if ratio is not None else ""))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,15 @@ them in one ``convolution_backward``), BatchNorm (forward and backward), matmul 
 (the rest). "python and dispatch" is the step's wall time that no operation accounts for. The
 Hallucinator's backward runs inside autograd's backward and is counted by operation.
 
+``--compile`` compiles the backbone as ``trainer.compile`` does; inductor's generated kernels are then timed
+by name: those with a BatchNorm in them as "batchnorm (fused)", the others as "element-wise (fused)". This is
+the BatchNorm + ReLU fusion eager PyTorch lacks on the CPU: ``fused_batchnorm_relu_kernels`` counts the kernels
+that compute a BatchNorm and its ReLU in one (forward: statistics, normalisation, running statistics, ReLU;
+backward: BatchNorm's backward with ReLU's ``threshold_backward``), and ``fused_kernels`` lists them all.
+
     python benchmarks/step_profile.py --width 16 --precision 32-true
     python benchmarks/step_profile.py --width 64 --precision bf16-mixed --batch-size 256
+    python benchmarks/step_profile.py --width 16 --precision bf16-mixed --compile true
 
 The last line printed is one JSON object with every figure (milliseconds per step by kind).
 """
@@ -22,18 +29,24 @@ import json
 import time
 from collections import defaultdict
 from contextlib import ExitStack
+from typing import NamedTuple
 from unittest import mock
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from hallucinator import losses
+from hallucinator import backbones, losses
 from hallucinator.engine import load_config
-from hallucinator.engine.module import build_augmentation, build_method
+from hallucinator.engine.config import Config
+from hallucinator.engine.module import build_augmentation, build_method, compile_in_place
 from hallucinator.engine.optim import build_optimizer
+from hallucinator.methods.base import SSLMethod
 from hallucinator.methods.memory import MomentumTarget
 
 REGIONS = ("augmentation", "hallucinator", "loss", "optimizer")
+FUSED = (
+    "cpp_fused"  # inductor's generated CPU kernels, e.g. graph_0_cpp_fused__native_batch_norm_legit_functional_relu_0
+)
 KINDS = {  # operation name fragments -> kind, first match wins
     "convolution_backward": "convolution backward",
     "convolution": "convolution forward",
@@ -45,9 +58,11 @@ KINDS = {  # operation name fragments -> kind, first match wins
 
 
 def kind_of(name: str, region: str | None) -> str:
-    """The kind an operation's self time counts as: its region's, else by its name."""
+    """The kind an operation's (or an inductor kernel's) self time counts as: its region's, else by its name."""
     if region is not None:
         return region
+    if FUSED in name:
+        return "batchnorm (fused)" if "batch_norm" in name else "element-wise (fused)"
     for fragment, kind in KINDS.items():
         if fragment in name:
             return kind
@@ -62,7 +77,20 @@ def _regioned(function, region: str):
     return wrapped
 
 
-def profile_step(args: argparse.Namespace) -> dict[str, float]:
+class Pieces(NamedTuple):
+    """The engine's parts of a step, as ``PretrainModule`` builds them."""
+
+    config: Config
+    method: SSLMethod
+    augment: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    channels_last: bool
+    """Whether the method and its views are channels_last: as the engine, not for nets too narrow for oneDNN."""
+
+
+def engine_pieces(args: argparse.Namespace) -> Pieces:
+    """The quickstart's config for ``args`` (method, width, batch, crop, Hallucinator, compile) and the engine's
+    method (training mode, compiled as ``trainer.compile`` says), augmentation and optimizer built from it."""
     overrides = [
         f"--model.method={args.method}",
         f"--model.width={args.width}",
@@ -70,19 +98,59 @@ def profile_step(args: argparse.Namespace) -> dict[str, float]:
         f"--data.crop_size={args.crop_size}",
         f"--hallucinator.enabled={not args.no_hallucinator}",
         "--hallucinator.warmup_fraction=0",
+        f"--trainer.compile={args.compile}",
     ]
     config = load_config("configs/quickstart.yaml", overrides)
-    method = build_method(config).train().to(memory_format=torch.channels_last)
+    torch.manual_seed(config.seed)
+    method = build_method(config).train()
+    channels_last = backbones.channels_last_safe(method)
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
+    compile_in_place(config, method)
     augment = build_augmentation(config)
     assert augment is not None
-    optimizer = build_optimizer(config, method)
-    if args.synthetic:
-        images = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8)
-    else:
-        from hallucinator.data import build_dataset
+    return Pieces(config, method, augment, build_optimizer(config, method), channels_last)
 
-        dataset = build_dataset("cifar10", args.data_dir, "pretrain")
-        images = dataset.images[: args.batch_size]
+
+def batch_images(args: argparse.Namespace) -> torch.Tensor:
+    """One batch of uint8 images: the first CIFAR-10 training images, or random ones with ``--synthetic``."""
+    if args.synthetic:
+        return torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8)
+    from hallucinator.data import build_dataset
+
+    return build_dataset("cifar10", args.data_dir, "pretrain").images[: args.batch_size]
+
+
+def make_views(pieces: Pieces, images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+    """The engine's views of ``images``: augmented without autograd, channels_last when the method is."""
+    form = torch.channels_last if pieces.channels_last else torch.contiguous_format
+    with record_function("augmentation"), torch.no_grad():
+        return [v.contiguous(memory_format=form) for v in pieces.augment(images, generator=generator)]
+
+
+def train_step(pieces: Pieces, views: list[torch.Tensor], bf16: bool) -> float:
+    """The engine's step after the views: EMA target, forward (bf16 autocast or not), backward, SGD; the loss."""
+    method, optimizer = pieces.method, pieces.optimizer
+    if isinstance(method, MomentumTarget):  # the EMA target moves each step, as in the engine's step
+        method.update_target(method.momentum)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = method(*views)["loss"]
+    loss.backward()
+    with record_function("optimizer"):
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def profile_step(args: argparse.Namespace) -> tuple[dict[str, float], list[str]]:
+    """Milliseconds per step by kind, and the names of inductor's fused kernels (none without ``--compile``)."""
+    if args.compile != "false":
+        import torch._inductor.config as inductor
+
+        inductor.cpp.enable_kernel_profile = True  # each generated kernel records its name
+    pieces = engine_pieces(args)
+    method = pieces.method
+    images = batch_images(args)
     generator = torch.Generator().manual_seed(0)
     bf16 = args.precision == "bf16-mixed"
     module = __import__(type(method).__module__, fromlist=["_"])
@@ -95,16 +163,7 @@ def profile_step(args: argparse.Namespace) -> dict[str, float]:
             patches.enter_context(mock.patch.object(h, "pair", _regioned(h.pair, "hallucinator")))
 
         def step() -> None:
-            with record_function("augmentation"), torch.no_grad():
-                views = [v.contiguous(memory_format=torch.channels_last) for v in augment(images, generator=generator)]
-            if isinstance(method, MomentumTarget):  # the EMA target moves each step, as in the engine's step
-                method.update_target(method.momentum)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = method(*views)["loss"]
-            loss.backward()
-            with record_function("optimizer"):
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+            train_step(pieces, make_views(pieces, images, generator), bf16)
 
         for _ in range(args.warmup):
             step()
@@ -114,9 +173,12 @@ def profile_step(args: argparse.Namespace) -> dict[str, float]:
                 step()
             wall = (time.perf_counter() - started) / args.steps
     by_kind: dict[str, float] = defaultdict(float)
+    fused: set[str] = set()
     for event in prof.events():
-        if event.name in REGIONS or not event.name.startswith("aten::"):
+        if event.name in REGIONS or not (event.name.startswith("aten::") or FUSED in event.name):
             continue
+        if FUSED in event.name:
+            fused.add(event.name)
         region, parent = None, event.cpu_parent
         while parent is not None:
             if parent.name in REGIONS:
@@ -127,7 +189,7 @@ def profile_step(args: argparse.Namespace) -> dict[str, float]:
     figures = {kind: round(ms, 2) for kind, ms in sorted(by_kind.items(), key=lambda item: -item[1])}
     figures["python and dispatch"] = round(max(0.0, wall * 1000 - sum(by_kind.values())), 2)
     figures["step"] = round(wall * 1000, 2)
-    return figures
+    return figures, sorted(fused)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -140,13 +202,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--crop-size", type=int, default=24)
     parser.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true")
     parser.add_argument("--no-hallucinator", action="store_true")
+    parser.add_argument(
+        "--compile", choices=("false", "true", "max-autotune"), default="false", help="trainer.compile of the backbone"
+    )
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    figures = profile_step(args)
+    figures, fused = profile_step(args)
     total = figures["step"]
     for kind, ms in figures.items():
         if kind != "step":
@@ -159,8 +224,13 @@ def main(argv: list[str] | None = None) -> dict:
         "batch_size": args.batch_size,
         "crop_size": args.crop_size,
         "precision": args.precision,
+        "compile": args.compile,
         "threads": torch.get_num_threads(),
     }
+    if fused:
+        bn_relu = [n for n in fused if "batch_norm" in n and ("relu" in n or "threshold_backward" in n)]
+        print(f"{len(fused)} inductor kernels, {len(bn_relu)} of them a BatchNorm with its ReLU (names in the JSON)")
+        summary.update(fused_kernels=fused, fused_batchnorm_relu_kernels=len(bn_relu))
     print(json.dumps(summary))
     return summary
 

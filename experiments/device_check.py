@@ -169,9 +169,9 @@ class Check:
 
     def cuda_tests(self) -> None:
         tests = [
-            "tests/engine/test_devices.py",
+            "tests/cross_cutting/test_devices.py",
             "tests/engine/test_device_data.py",
-            "tests/data/test_augment_ops.py::test_cuda_matches_cpu_for_same_generator_on_cpu",
+            "tests/data/test_augment.py::test_cuda_matches_cpu_for_same_generator_on_cpu",
         ]
         select = ["-k", "cuda"] if self.dry else []  # the CUDA tests alone (skipped on the CPU)
         output = self.run(

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real CIFAR-10 archive from ``../shared`` (skipped, with the reason, when absent)."""
+"""Shared fixtures: the real CIFAR-10 archive from ``../shared`` (skipped, with the reason, when absent), and a
+tiny backbone, views and every method's small heads for the tests that build methods."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from hallucinator.engine.config import Config, TrainerConfig
 from hallucinator.engine.train import FORCE_PRECISION_VARIABLE
@@ -37,11 +39,50 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "precision_sensitive: its outcome could depend on the precision `auto` picks on this CPU; "
-        "tests/test_precision_modes.py runs these under the other precision too",
+        "tests/cross_cutting/test_precision_modes.py runs these under the other precision too",
     )
     forced = config.getoption("--force-precision")
     if forced:  # the environment, so that the runs the tests start in subprocesses see it too
         os.environ[FORCE_PRECISION_VARIABLE] = forced
+
+
+class TinyNet(nn.Module):
+    """Conv -> (BatchNorm) -> ReLU -> global pool: a fast backbone with a ``num_features`` attribute."""
+
+    def __init__(self, channels: int = 6, batch_norm: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.bn = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
+        self.num_features = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3))
+
+
+# every registered method's small heads, for TinyNet
+SMALL = {
+    "mocov1": {"dim": 8, "queue_size": 16, "shuffle_bn_splits": 2},
+    "mocov2": {"dim": 8, "queue_size": 16, "shuffle_bn_splits": 2},
+    "simclr": {"dim": 8},
+    "simsiam": {"dim": 8, "pred_hidden_dim": 4},
+    "byol": {"dim": 8, "hidden_dim": 16, "pred_hidden_dim": 16},
+    "barlowtwins": {"dim": 8, "hidden_dim": 16},
+    "vicreg": {"dim": 8, "hidden_dim": 16},
+    "mocov3": {"dim": 8, "hidden_dim": 16, "pred_hidden_dim": 16},
+    "nnclr": {"dim": 8, "hidden_dim": 16, "pred_hidden_dim": 16, "queue_size": 16},
+    "dino": {"out_dim": 16, "hidden_dim": 16, "bottleneck_dim": 8},
+}
+
+
+@pytest.fixture
+def tiny_net() -> type[TinyNet]:
+    return TinyNet
+
+
+@pytest.fixture
+def views() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(8, 3, 8, 8, generator=generator), torch.randn(8, 3, 8, 8, generator=generator)
 
 
 def write_checkpoint(run_dir: Path, config: Config, state: dict, global_step: int) -> Path:

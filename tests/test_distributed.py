@@ -20,8 +20,7 @@ from torch import nn
 
 from hallucinator import Hallucinator, distributed
 from hallucinator.methods import SimCLR
-from tests.conftest import run_ranks
-from tests.methods.conftest import TinyNet
+from tests.conftest import TinyNet, run_ranks
 
 WORLD = 2
 GLOBAL_BATCH = 8

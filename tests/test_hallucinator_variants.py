@@ -1,5 +1,6 @@
 """Hallucinator variants beyond the paper (train_mode, hardness guard) against independent computations,
-and the one list of options (``HallucinatorOptions``) that the config section is."""
+the one list of options (``HallucinatorOptions``) that the config section is, and every method trained with every
+variant."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hallucinator import Hallucinator
+from hallucinator import Hallucinator, methods
 from hallucinator.engine.config import ConfigError, HallucinatorConfig, load_config
 from hallucinator.engine.module import build_method
 from hallucinator.hallucinator import OptionError
@@ -22,6 +23,7 @@ from hallucinator.hallucinator_variants import (
     HallucinatorOptions,
     constructor_options,
 )
+from tests.conftest import SMALL
 
 
 def _pair(dim: int = 4, n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,3 +215,34 @@ def test_the_config_section_builds_the_module_through_the_options_and_reports_th
     torch.manual_seed(0)
     load_config(None, ["--hallucinator.num_layers=4"])  # the check builds on the meta device: no random draw
     assert torch.equal(torch.rand(3), expected)
+
+
+VARIANTS = {
+    "joint": {},
+    "adversarial": {"train_mode": "adversarial", "adversarial_strength": 0.1},
+    "frozen": {"train_mode": "frozen"},
+    "guard": {"guard_weight": 0.5, "guard_margin": 2.0},  # bound below -1: always violated (weight 1 would
+    # exactly cancel SimSiam's hallucinated loss, -cos(q_hat, k), leaving H no gradient)
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_every_method_trains_with_every_variant(name: str, tiny_net, views) -> None:
+    for variant, options in VARIANTS.items():
+        torch.manual_seed(0)
+        model = methods.build(name, tiny_net(), hallucinator=HallucinatorOptions(**options).build(8), **SMALL[name])
+        out = model(*views)
+        out["loss"].backward()
+        grads = [p.grad for p in model.hallucinator.parameters()]
+        assert torch.isfinite(out["loss"]) and -1 <= out["extrap_similarity"] <= 1, (name, variant)
+        if variant == "frozen":
+            assert all(g is None for g in grads)
+        else:
+            assert all(g is not None and g.abs().sum() > 0 for g in grads), (name, variant)
+        assert model.backbone.conv.weight.grad.abs().sum() > 0
+        assert ("guard_penalty" in out) == (variant == "guard")
+        if variant == "guard":
+            w = model.hallucination_weight
+            expected = (1 - w) * out["loss_original"] + w * (out["loss_hallucinated"] + 0.5 * out["guard_penalty"])
+            torch.testing.assert_close(out["loss"], expected)
+            assert out["guard_penalty"] > 0

@@ -1,36 +1,61 @@
-"""What ``show-augmentations`` draws: a title clear of the column headers, one row per image."""
+"""``hallucinator show-augmentations``: what it draws for a config."""
 
 from __future__ import annotations
 
-import matplotlib
+from pathlib import Path
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
+from PIL import Image
 
-from hallucinator.data import presets
-from hallucinator.evaluation.augmentation_grid import write_grid
+from hallucinator.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def test_grid_title_does_not_cover_the_column_titles(tmp_path, monkeypatch):
-    drawn = []
-    monkeypatch.setattr(plt, "close", drawn.append)  # keep the figure open to inspect it
-    images = torch.randint(
-        0, 256, (8, 3, 32, 32), dtype=torch.uint8
-    )  # the default; with 8 rows the title used to overlap
-    two_views, recipe = presets.build("cifar10-mocov2", 32), presets.recipe("cifar10-mocov2")
-    write_grid(images, two_views, recipe, tmp_path / "grid.png", title="cifar10-mocov2: center_fraction=0.5")
-    (figure,) = drawn
-    renderer = figure.canvas.get_renderer()
-    suptitle = figure._suptitle.get_window_extent(renderer)
-    axes = figure.get_axes()
-    assert len(axes) == 8 * 3
-    headers = [ax.title for ax in axes if ax.get_title()]
-    assert [header.get_text() for header in headers] == [
-        "source (dashed: central box)",
-        "view 1 (hallucinated)",
-        "view 2",
-    ]
-    for header in headers:
-        assert not suptitle.overlaps(header.get_window_extent(renderer)), header.get_text()
-    plt.close(figure)
+def test_show_augmentations_draws_every_global_and_local_crop(cifar10_archive: Path, tmp_path: Path) -> None:
+    output = tmp_path / "crops.png"
+    args = ["show-augmentations", "--config", str(CONFIGS / "quickstart_dino.yaml"), "--data-dir", str(cifar10_archive)]
+    assert main([*args, "--output", str(output), "--num-images", "2"]) == 0
+    from PIL import Image
+
+    width, height = Image.open(output).size
+    assert width > 3 * height  # a source and 6 crops per row, 2 rows
+
+
+def test_show_augmentations_writes_a_png(tmp_path: Path):
+    root = tmp_path / "data"
+    for k in range(3):
+        path = root / "train" / f"c{k}" / "x.png"
+        path.parent.mkdir(parents=True)
+        Image.fromarray(torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8).numpy()).save(path)
+    output = tmp_path / "grid.png"
+    code = main(
+        [
+            "show-augmentations",
+            "--dataset",
+            "imagefolder",
+            "--data-dir",
+            str(root),
+            "--preset",
+            "cifar10-mocov2",
+            "--output",
+            str(output),
+            "--num-images",
+            "3",
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
+    )
+    assert code == 0
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(output) as image:
+        assert image.size[0] > 300 and image.size[1] > 300
+
+
+def test_show_augmentations_reports_bad_input_in_one_line(tmp_path: Path, capsys):
+    missing = ["show-augmentations", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nowhere")]
+    assert main([*missing, "--output", str(tmp_path / "grid.png")]) == 2
+    assert capsys.readouterr().err.startswith(f"hallucinator show-augmentations: cifar10 not found at {tmp_path}")
+    assert main(["show-augmentations", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--preset", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "grid.png").exists()

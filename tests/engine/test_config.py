@@ -53,6 +53,8 @@ def test_override_syntax() -> None:
         ("--hallucinator.weight=2", r"hallucinator\.weight: must be in \[0, 1\]"),
         ("--data.crop_size=0", r"data\.crop_size: must be > 0, got 0"),
         ("--trainer.max_epoch=3", r"trainer\.max_epoch: unknown key; allowed keys here: \['max_epochs'"),
+        ("--trainer.compile=fast", r"trainer\.compile: 'fast' is not one of \[false, true, 'max-autotune'\]"),
+        ("--trainer.compile_scope=heads", r"trainer\.compile_scope: 'heads' is not one of \['backbone', 'method'\]"),
         (
             "--model.hparams.queue_size=64",
             r"model\.hparams: unknown hyper-parameter\(s\) \['queue_size'\] for 'simclr'",
@@ -199,3 +201,26 @@ def test_concat_loss_form_is_read_for_simclr_and_moco_and_refused_elsewhere() ->
     # MoCo's queue then takes 2N keys a step
     with pytest.raises(ConfigError, match=r"^model.hparams.queue_size: 384 is not a multiple of the 256 keys"):
         load_config(None, ["--model.method=mocov2", *concat, "--data.batch_size=128", "--model.hparams.queue_size=384"])
+
+
+def test_trainer_compile_says_what_torch_compile_compiles_and_how(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch import nn
+
+    from hallucinator.engine.module import compile_in_place
+
+    compiled: list[tuple[str, dict | None]] = []
+    monkeypatch.setattr(nn.Module, "compile", lambda self, options=None: compiled.append((self.name, options)))
+    method = nn.Module()
+    method.name, method.backbone = "method", nn.Module()
+    method.backbone.name = "backbone"
+    for overrides in ([], ["--trainer.compile=false"]):
+        compile_in_place(load_config(None, overrides), method)
+    assert compiled == []
+    compile_in_place(load_config(None, ["--trainer.compile=true"]), method)  # as before the option had modes
+    compile_in_place(load_config(None, ["--trainer.compile=max-autotune"]), method)
+    compile_in_place(load_config(None, ["--trainer.compile=true", "--trainer.compile_scope=method"]), method)
+    assert compiled == [
+        ("backbone", None),
+        ("backbone", {"max_autotune": True, "triton.cudagraphs": True, "coordinate_descent_tuning": True}),
+        ("method", {"fallback_random": True}),  # the method's random draws as in eager mode
+    ]

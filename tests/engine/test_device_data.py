@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hallucinator.data import ImageDataset
+from hallucinator.data import ImageDataset, batch_loader
+from hallucinator.data.loader import StepBatches
 from hallucinator.engine import device_data
-from hallucinator.engine.datamodule import StepBatches
 from hallucinator.engine.device_data import PinnedPrefetch, ResidentBatches, fits_on_device, on_device
 
 CPU = torch.device("cpu")
@@ -24,14 +24,24 @@ SUBSET = torch.randperm(50, generator=torch.Generator().manual_seed(1))[:40]
 def _batches(step: int = 0, rank: int = 0, world_size: int = 1, subset: torch.Tensor | None = None) -> StepBatches:
     images = torch.randint(0, 256, (50, 3, 4, 4), dtype=torch.uint8)
     dataset = ImageDataset(images, torch.arange(50), [str(i) for i in range(50)])  # each label names its image
-    return StepBatches(dataset, 8, seed=3, position=lambda: step, rank=rank, world_size=world_size, subset=subset)
+    return batch_loader(
+        dataset,
+        8,
+        shuffle=True,
+        drop_last=True,
+        seed=3,
+        position=lambda: step,
+        rank=rank,
+        world_size=world_size,
+        subset=subset,
+    )
 
 
 def _expected(batches: StepBatches, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Independently: epoch ``e``'s order is randperm(N) seeded by seed * 1_000_003 + e (docs/training.md)."""
     epoch, start = divmod(step, len(batches))
     rank = batches.sampler.rank
-    order = torch.randperm(batches.num_images, generator=torch.Generator().manual_seed(3 * 1_000_003 + epoch))
+    order = torch.randperm(batches.sampler.num_samples, generator=torch.Generator().manual_seed(3 * 1_000_003 + epoch))
     local = batches.sampler.batch_size // batches.sampler.world_size
     images, labels = batches.dataset.images, batches.dataset.labels
     if batches.subset is not None:

@@ -201,3 +201,91 @@ def test_bad_adamw_keys_name_the_key(override: str, message: str) -> None:
 
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def sgd_by_hand(w: np.ndarray, grads: list[np.ndarray], lrs: list[float], momentum: float, wd: float) -> np.ndarray:
+    velocity = None
+    for g, lr in zip(grads, lrs):
+        d = g + wd * w
+        velocity = d.copy() if velocity is None else momentum * velocity + d
+        w = w - lr * velocity
+    return w
+
+
+@pytest.mark.parametrize("implementation", ["auto", "for-loop", "foreach", "fused"])
+def test_every_sgd_implementation_takes_the_steps_computed_by_hand(implementation: str) -> None:
+    from hallucinator.engine.optim import set_lr
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    start = [p.detach().double().numpy().copy() for p in model.parameters()]
+    config = Config()
+    config.optimizer.implementation, config.optimizer.weight_decay = implementation, 0.01
+    optimizer = build_optimizer(config, model)
+    (group,) = optimizer.param_groups
+    assert (bool(group["foreach"]), bool(group["fused"])) == {
+        "auto": (False, False),  # PyTorch's default on the CPU: the for-loop
+        "for-loop": (False, False),
+        "foreach": (True, False),
+        "fused": (False, True),
+    }[implementation]
+    rng = np.random.default_rng(0)
+    grads = [[rng.normal(size=w.shape) for w in start] for _ in range(3)]
+    factors = [1.0, 0.5, 0.25]  # a schedule: set_lr writes each step's lr into the group, as the engine does
+    for step_grads, factor in zip(grads, factors):
+        set_lr(optimizer, config.lr(), factor)
+        for p, g in zip(model.parameters(), step_grads):
+            p.grad = torch.tensor(g, dtype=p.dtype)
+        optimizer.step()
+    lrs = [config.lr() * f for f in factors]
+    for p, w, g in zip(model.parameters(), start, zip(*grads)):
+        expected = sgd_by_hand(w, list(g), lrs, momentum=0.9, wd=0.01)
+        np.testing.assert_allclose(p.detach().double().numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("implementation", ["foreach", "fused"])
+def test_adamw_implementations_take_the_for_loop_steps(implementation: str) -> None:
+    torch.manual_seed(0)
+    models = {name: TinyViT() for name in ("for-loop", implementation)}
+    models[implementation].load_state_dict(models["for-loop"].state_dict())
+    for name, model in models.items():
+        config = Config()
+        config.optimizer.name, config.optimizer.implementation = "adamw", name
+        optimizer = build_optimizer(config, model)
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=generator)
+            optimizer.step()
+    for a, b in zip(models["for-loop"].parameters(), models[implementation].parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_resumed_optimizer_keeps_this_runs_implementation() -> None:
+    model = nn.Linear(3, 2)
+    config = Config()
+    saved = build_optimizer(config, model)
+    model.weight.grad, model.bias.grad = torch.ones(2, 3), torch.ones(2)
+    saved.step()
+    config.optimizer.implementation = "fused"
+    resumed = build_optimizer(config, model)
+    resumed.load_state_dict(saved.state_dict())  # the checkpoint's groups say fused=None
+    assert resumed.param_groups[0]["fused"] is True
+    assert torch.equal(resumed.state[model.weight]["momentum_buffer"], saved.state[model.weight]["momentum_buffer"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--optimizer.implementation=fast"], r"optimizer\.implementation: 'fast' is not one of \['auto', 'for-loop'"),
+        (
+            ["--optimizer.name=lars", "--optimizer.implementation=fused"],
+            r"optimizer\.implementation: lars has only the for-loop update, got 'fused'; set it to auto",
+        ),
+    ],
+)
+def test_bad_optimizer_implementations_name_the_key(overrides: list[str], message: str) -> None:
+    from hallucinator.engine.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)

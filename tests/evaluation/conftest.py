@@ -1,9 +1,11 @@
-"""A larger real CIFAR-10 split for the accuracy sanity checks (decoded here, independently of hallucinator.data)."""
+"""A larger real CIFAR-10 split for the accuracy sanity checks (decoded here, independently of hallucinator.data),
+and the fabricated runs (checkpoint, metrics, figures drawn) that the plot and report tests read."""
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import tarfile
 from collections import defaultdict
 from pathlib import Path
@@ -14,10 +16,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from hallucinator.evaluation import plots
+from hallucinator.evaluation.report import save_evaluation
 from tests.conftest import write_checkpoint
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 1000, 200
 STEPS_PER_EPOCH, EPOCHS = 10, 3
+STEPS = np.arange(STEPS_PER_EPOCH * EPOCHS)
 
 
 def _decode_first(archive_path: Path, quota: dict[str, int]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -95,3 +100,33 @@ def write_metrics(run_dir, slope: float) -> None:
             )
             if step % STEPS_PER_EPOCH == STEPS_PER_EPOCH - 1:
                 writer.writerow({"epoch": epoch, "step": step, "knn_top1": 20 + 10 * epoch * slope})
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The figures the plot functions save, kept for inspection (they are closed after saving)."""
+    figures = []
+    save = plots._save
+
+    def keep(fig, out):
+        figures.append(fig)
+        return save(fig, out)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def series(ax) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {line.get_label(): (np.asarray(line.get_xdata()), np.asarray(line.get_ydata())) for line in ax.lines}
+
+
+def make_run(tmp_path, name, *, hallucinator, seed, slope=1.0, evaluation=None):
+    run = tmp_path / name
+    fabricate_checkpoint(run, hallucinator=hallucinator, seed=seed)
+    write_metrics(run, slope)
+    for key, figures in (evaluation or {}).items():
+        save_evaluation(run, key, figures)
+    config, checkpoint = run / "config.yaml", run / "checkpoints" / "last.ckpt"
+    os.utime(config, (1000, 1000))
+    os.utime(checkpoint, (1600, 1600))  # 10 minutes of training
+    return run

@@ -1,31 +1,29 @@
-"""Small models and inputs for the method tests."""
+"""Hand computations shared by the method tests.
+
+Every case uses an extrapolation-only Hallucinator with a fixed ``lam = 0.3`` (``q_hat = 1.3 q - 0.3 k``)
+so that the expected hallucinated loss can be written out; eval mode keeps the momentum
+encoders and queues still, so the targets can be recomputed after the call.
+"""
 
 from __future__ import annotations
 
-import pytest
 import torch
-from torch import nn
+import torch.nn.functional as F
+
+from hallucinator import Hallucinator
+
+LAM = 0.3
 
 
-class TinyNet(nn.Module):
-    """Conv -> (BatchNorm) -> ReLU -> global pool: a fast backbone with a ``num_features`` attribute."""
-
-    def __init__(self, channels: int = 6, batch_norm: bool = False) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, channels, 3, padding=1)
-        self.bn = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
-        self.num_features = channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3))
+def _fixed(dim: int) -> Hallucinator:
+    return Hallucinator(dim, num_layers=0, extrapolation=(LAM, LAM))
 
 
-@pytest.fixture
-def tiny_net() -> type[TinyNet]:
-    return TinyNet
+def _hat(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return (1 + LAM) * q - LAM * k
 
 
-@pytest.fixture
-def views() -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(8, 3, 8, 8, generator=generator), torch.randn(8, 3, 8, 8, generator=generator)
+def _cross_entropy_by_hand(anchors: torch.Tensor, positives: torch.Tensor, t: float) -> torch.Tensor:
+    a, p = F.normalize(anchors, dim=1), F.normalize(positives, dim=1)
+    logits = a @ p.T / t
+    return (logits.exp().sum(dim=1).log() - logits.diagonal()).mean()

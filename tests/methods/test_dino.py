@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from hallucinator import Hallucinator, methods
 from hallucinator.methods.memory import cosine_momentum
-from tests.methods.conftest import TinyNet
+from tests.conftest import TinyNet
 
 SMALL = {"out_dim": 7, "hidden_dim": 9, "bottleneck_dim": 5}
 LAM = 0.1

@@ -9,6 +9,7 @@ import pytest
 
 from hallucinator.data import build_dataset
 from hallucinator.transfer import DetectionSet, make_detection_set
+from hallucinator.transfer.config import TransferConfig, load_transfer_config
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +43,14 @@ def fast_recipe(path: Path, **sections: Any) -> Path:
         data[name] = {**FAST.get(name, {}), **value} if isinstance(value, dict) else value
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def config_for(recipe: Path, checkpoint: Path, data_dir: Path, output_dir: Path, *overrides: str) -> TransferConfig:
+    """``recipe`` fine-tuning ``checkpoint`` on ``data_dir`` into ``output_dir``, then ``overrides``."""
+    return load_transfer_config(
+        recipe,
+        [f"--model.checkpoint={checkpoint}", f"--data.data_dir={data_dir}", f"--output_dir={output_dir}", *overrides],
+    )
 
 
 @pytest.fixture(scope="session")

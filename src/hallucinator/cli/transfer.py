@@ -167,7 +167,8 @@ def _figures_line(metrics: dict[str, Any]) -> str:
 def run_transfer(args: argparse.Namespace) -> int:
     from hallucinator.engine import ConfigError, TrainingDiverged
     from hallucinator.evaluation.progress import progress_bar
-    from hallucinator.transfer.train import load_transfer_config, transfer
+    from hallucinator.transfer.config import load_transfer_config
+    from hallucinator.transfer.train import transfer
 
     started = time.perf_counter()
     try:

@@ -3,7 +3,7 @@
 - :func:`build_dataset` -> :class:`ImageDataset` (uint8 images in a memory-mapped cache) or
   :class:`FileImageDataset` (ImageNet, streamed from files).
 - :class:`StepSampler`: the batch order of every loop (a pure function of seed, epoch and batch
-  number: resumable at any step, DDP-split); :func:`batch_loader`: a DataLoader of its whole-batch gathers.
+  number: resumable at any step, DDP-split); :func:`batch_loader`: its whole-batch gathers, the batches of every loop.
 - :mod:`hallucinator.data.augment`: batched augmentations on any device;
   :mod:`hallucinator.data.presets`: the paper's two-view recipes and :func:`eval_transform`.
 """

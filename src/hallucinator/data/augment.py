@@ -65,7 +65,7 @@ def avoids_host_sync(device: torch.device) -> bool:
     True on accelerators, where such a shape waits for the device to finish the work queued before
     it; then :class:`ColorJitter` and the ``p``-applied ops transform the whole batch and select
     per sample. On the CPU the subset form is cheaper and nothing waits. Both give the same views
-    from the same generator (``tests/data/test_augment_ops.py``).
+    from the same generator (``tests/data/test_augment.py``).
     """
     return device.type != "cpu"
 

@@ -5,8 +5,8 @@ without shuffling); global batch ``i`` is ``order[i * B:(i + 1) * B]``, and proc
 takes its ``r``-th slice of ``B / W`` indices. Because a batch depends only on its number, a
 loop can start anywhere: :class:`StepSampler` resumes at a global step (``position``), which is
 how the engine continues an interrupted run mid-epoch, or walks whole epochs (``set_epoch``, as
-Lightning and ``DistributedSampler`` do). ``hallucinator.data.batch_loader``, the engine's
-pre-training batches and the benchmarks all draw their batches here.
+Lightning and ``DistributedSampler`` do). :func:`hallucinator.data.batch_loader`, which the engine,
+the evaluation and transfer loaders and the benchmarks read their batches from, draws them here.
 
 Example:
     >>> sampler = StepSampler(10, 4, seed=0, drop_last=False, shuffle=False)

@@ -36,6 +36,10 @@ from hallucinator.methods import METHOD_NAMES, METHODS, check_hparams
 from hallucinator.methods.base import LOSS_FORMS, check_loss_form, unsupported_extrapolation
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
+# how SGD / AdamW update the parameters: "auto" is PyTorch's default (foreach on CUDA, a for-loop on the CPU)
+OPTIMIZER_IMPLEMENTATIONS = ("auto", "for-loop", "foreach", "fused")
+COMPILE_MODES = (False, True, "max-autotune")
+COMPILE_SCOPES = ("backbone", "method")
 SCHEDULES = ("cosine", "step", "constant")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # "auto": bf16 autocast on a GPU that supports it and on a CPU with native bf16 (AVX-512 BF16 / AMX),
@@ -186,6 +190,10 @@ class OptimizerConfig:
     """SimSiam's ``fix_pred_lr``: the predictor keeps the peak lr throughout (no warm-up, no schedule)."""
     lars_eta: float = 0.001
     """LARS trust coefficient."""
+    implementation: str = "auto"
+    """How SGD and AdamW update the parameters: ``auto`` (PyTorch's default: ``foreach`` on CUDA, ``for-loop`` on
+    the CPU), ``for-loop`` (one parameter at a time), ``foreach`` (grouped tensor kernels) or ``fused`` (one kernel;
+    CPU and CUDA). The same update up to float rounding; LARS has only ``for-loop`` (``auto``)."""
 
 
 @dataclass
@@ -200,7 +208,12 @@ class TrainerConfig:
     num_nodes: int = 1
     precision: str = "auto"
     sync_batchnorm: bool = False
-    compile: bool = False
+    compile: bool | str = False
+    """``torch.compile`` (inductor) of ``compile_scope``: ``true`` (the default mode), ``max-autotune`` (inductor
+    times kernel choices while compiling; slower to compile) or ``false``."""
+    compile_scope: str = "backbone"
+    """What ``compile`` compiles, in place: ``backbone``, or ``method`` (the method's whole forward: backbone, heads,
+    Hallucinator and loss; random draws as in eager mode)."""
     channels_last: bool = True
     checkpoint_every_n_epochs: int = 0
     """Keep ``checkpoints/epoch=NNNN.ckpt`` every N epochs (0: only ``last.ckpt``)."""
@@ -307,11 +320,22 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
     if _is_dataclass_type(tp):
-        return _from_dict(tp, value, key)
+        return dataclass_from_dict(tp, value, key)
     raise TypeError(f"unsupported config type {tp} for {key}")
 
 
-def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+def dataclass_from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """An instance of the config dataclass ``cls`` from a (possibly partial) nested dict, each value type-checked.
+
+    Missing keys keep the field's default; an unknown key or a value of the wrong type is a :class:`ConfigError`
+    naming the dotted key (``prefix``: the dotted key of ``data`` itself). The values are not validated beyond
+    their types: :func:`from_dict` does that for :class:`Config`, and other config trees built with this
+    (``hallucinator.transfer.config``) check their own.
+
+    Example:
+        >>> dataclass_from_dict(TrainerConfig, {"max_steps": 10}).max_steps
+        10
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -345,7 +369,7 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 def from_dict(data: dict[str, Any]) -> Config:
     """A validated Config from a (possibly partial) nested dict, with its spellings normalised."""
-    config = normalised(_from_dict(Config, data))
+    config = normalised(dataclass_from_dict(Config, data))
     validate(config)
     return config
 
@@ -488,6 +512,11 @@ def validate(config: Config) -> None:
             f"optimizer.betas: each must be in [0, 1) (AdamW's default: [0.9, 0.999]), got {list(o.betas)}"
         )
     _positive("optimizer.warmup_epochs", o.warmup_epochs, allow_zero=True)
+    _choice("optimizer.implementation", o.implementation, OPTIMIZER_IMPLEMENTATIONS)
+    if o.name == "lars" and o.implementation not in ("auto", "for-loop"):
+        raise ConfigError(
+            f"optimizer.implementation: lars has only the for-loop update, got {o.implementation!r}; set it to auto"
+        )
     if o.schedule == "step" and not o.milestones:
         raise ConfigError("optimizer.milestones: the step schedule needs at least one milestone epoch")
     if not 0.0 <= o.min_lr_ratio <= 1.0:
@@ -495,6 +524,9 @@ def validate(config: Config) -> None:
     t = config.trainer
     _choice("trainer.precision", t.precision, PRECISIONS)
     _choice("trainer.accelerator", t.accelerator, ACCELERATORS)
+    if t.compile not in COMPILE_MODES:
+        raise ConfigError(f"trainer.compile: {t.compile!r} is not one of [false, true, 'max-autotune']")
+    _choice("trainer.compile_scope", t.compile_scope, COMPILE_SCOPES)
     if t.max_epochs <= 0 and t.max_steps <= 0:
         raise ConfigError("trainer.max_epochs: set trainer.max_epochs or trainer.max_steps to a positive number")
     _positive("trainer.num_nodes", t.num_nodes)
@@ -516,11 +548,19 @@ def validate(config: Config) -> None:
 # files and overrides
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` over it, nested mappings merged key by key (a base file, the file, the overrides).
+
+    Neither argument is changed.
+
+    Example:
+        >>> deep_merge({"solver": {"base_lr": 0.02, "steps": [5]}}, {"solver": {"base_lr": 0.01}})
+        {'solver': {'base_lr': 0.01, 'steps': [5]}}
+    """
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -542,8 +582,8 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     bases = [base] if isinstance(base, str) else base
     merged: dict[str, Any] = {}
     for item in bases:
-        merged = _merge(merged, read_yaml(path.parent / item, _seen + (path,)))
-    return _merge(merged, data)
+        merged = deep_merge(merged, read_yaml(path.parent / item, _seen + (path,)))
+    return deep_merge(merged, data)
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
@@ -602,4 +642,4 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     ``path`` is a file, or a shipped config's name (:func:`config_path`).
     """
     data = read_yaml(config_path(path)) if path is not None else {}
-    return from_dict(_merge(data, parse_overrides(overrides)))
+    return from_dict(deep_merge(data, parse_overrides(overrides)))

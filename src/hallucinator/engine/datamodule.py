@@ -1,102 +1,24 @@
-"""Pre-training batches whose order is a pure function of (seed, step): resumable mid-epoch, DDP-aware."""
+"""The pre-training data of a run: the configured split, its ``data.limit`` subset and its batches.
+
+The batches are :func:`hallucinator.data.batch_loader`'s (order a pure function of seed and step:
+resumable mid-epoch, sliced per DDP process), on the training device (:func:`on_device`); this
+module adds what the config decides and errors that name its keys.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader, Dataset
 
-from hallucinator.data.sampler import StepSampler
+from hallucinator.data.loader import StepBatches, batch_loader
 from hallucinator.engine.config import Config, ConfigError, DataConfig
 from hallucinator.engine.device_data import on_device
-
-if TYPE_CHECKING:
-    from hallucinator.data.loader import BatchDataset
-
-
-class StepBatches:
-    """``(uint8 images, labels)`` batches of epoch ``step // steps_per_epoch``, starting at the current step.
-
-    The order is :class:`hallucinator.data.StepSampler`'s: epoch ``e`` is ``randperm(N)`` seeded by
-    ``epoch_seed(seed, e)``; global batch ``i`` is ``order[i * B:(i + 1) * B]`` (the last partial
-    batch is dropped) and process ``r`` of ``W`` takes its ``r``-th slice of ``B / W`` images.
-    ``__iter__`` asks ``position()`` for the global step, so after a restore it resumes at the next
-    unseen batch. The images
-    are gathered with one index operation per batch (no per-image Python); with
-    ``num_workers`` > 0 (streamed datasets such as ImageNet) batches are gathered in worker processes.
-    ``subset`` (``data.limit``): the dataset indices to train on; the epoch order permutes them.
-
-    Example:
-        >>> batches = StepBatches(dataset, batch_size=512, seed=0, position=lambda: trainer.global_step)
-        >>> images, labels = next(iter(batches))  # (512, 3, 32, 32) uint8, (512,) int64 (-1: unlabelled)
-    """
-
-    def __init__(
-        self,
-        dataset: BatchDataset,
-        batch_size: int,
-        seed: int,
-        position: Callable[[], int],
-        rank: int = 0,
-        world_size: int = 1,
-        subset: torch.Tensor | None = None,
-        num_workers: int = 0,
-    ) -> None:
-        if batch_size % world_size:
-            raise ConfigError(
-                f"data.batch_size: the global batch {batch_size} does not split over {world_size} processes; "
-                f"use a multiple of {world_size}"
-            )
-        self.dataset = dataset
-        self.subset = subset
-        self.num_images = len(subset) if subset is not None else len(dataset)
-        if self.num_images < batch_size:
-            raise ConfigError(f"data.batch_size: {batch_size} is larger than the {self.num_images} pre-training images")
-        self.sampler = StepSampler(
-            self.num_images, batch_size, seed=seed, rank=rank, world_size=world_size, position=position
-        )
-        self.num_workers = num_workers
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def batch(self, epoch_order: torch.Tensor, number: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This process's slice of global batch ``number`` of the epoch with ``epoch_order``: images and labels."""
-        index = self.sampler.batch(epoch_order, number)
-        return self.dataset[index if self.subset is None else self.subset[index]]
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch, start = self.sampler.start()
-        order = self.sampler.order(epoch)
-        if self.num_workers == 0:
-            return (self.batch(order, number) for number in range(start, len(self)))
-        # streamed datasets decode files: gather whole batches in worker processes
-        return iter(
-            DataLoader(
-                _EpochBatches(self, order),
-                sampler=range(start, len(self)),
-                batch_size=None,
-                num_workers=self.num_workers,
-                pin_memory=torch.cuda.is_available(),
-            )
-        )
-
-
-class _EpochBatches(Dataset):
-    def __init__(self, batches: StepBatches, order: torch.Tensor) -> None:
-        self.batches, self.order = batches, order
-
-    def __getitem__(self, number: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.batches.batch(self.order, number)
-
-    def __len__(self) -> int:
-        return len(self.batches)
 
 
 def dataset_options(d: DataConfig) -> dict[str, Any]:
@@ -162,7 +84,7 @@ def _announce_folder(config: Config, dataset: Any) -> None:
 
 
 class PretrainDataModule(pl.LightningDataModule):
-    """The pre-training split of ``config.data.dataset`` as :class:`StepBatches`.
+    """The pre-training split of ``config.data.dataset`` as :func:`~hallucinator.data.batch_loader` batches.
 
     Example:
         >>> datamodule = PretrainDataModule(config)
@@ -194,17 +116,38 @@ class PretrainDataModule(pl.LightningDataModule):
         subset = self.subset()
         return (len(self.load()) if subset is None else len(subset)) // self.config.data.batch_size
 
+    def batches(self, rank: int, world_size: int, position: Callable[[], int]) -> StepBatches:
+        """Process ``rank`` of ``world_size``'s pre-training batches (on the CPU), from global step ``position()``.
+
+        Example:
+            >>> batches = datamodule.batches(0, 1, position=lambda: 0)
+            >>> images, labels = next(iter(batches))  # (B, 3, 32, 32) uint8, (B,) int64 (-1: unlabelled)
+        """
+        d, dataset, subset = self.config.data, self.load(), self.subset()
+        if d.batch_size % world_size:
+            raise ConfigError(
+                f"data.batch_size: the global batch {d.batch_size} does not split over {world_size} processes; "
+                f"use a multiple of {world_size}"
+            )
+        images = len(dataset) if subset is None else len(subset)
+        if images < d.batch_size:
+            raise ConfigError(f"data.batch_size: {d.batch_size} is larger than the {images} pre-training images")
+        return batch_loader(
+            dataset,
+            d.batch_size,
+            shuffle=True,
+            drop_last=True,
+            seed=self.config.seed,
+            rank=rank,
+            world_size=world_size,
+            position=position,
+            subset=subset,
+            num_workers=streaming_workers(d, dataset),
+            pin_memory=torch.cuda.is_available(),
+        )
+
     def train_dataloader(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         trainer = self.trainer
         assert trainer is not None  # Lightning attaches the trainer before asking for the loader
-        batches = StepBatches(
-            self.load(),
-            self.config.data.batch_size,
-            self.config.seed,
-            position=lambda: trainer.global_step,
-            rank=trainer.global_rank,
-            world_size=trainer.world_size,
-            subset=self.subset(),
-            num_workers=streaming_workers(self.config.data, self.load()),
-        )
+        batches = self.batches(trainer.global_rank, trainer.world_size, position=lambda: trainer.global_step)
         return on_device(batches, trainer.strategy.root_device)  # on a GPU: resident or prefetched

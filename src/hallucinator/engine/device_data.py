@@ -1,7 +1,7 @@
 """Pre-training batches on the GPU: the whole uint8 dataset resident there, or pinned-memory prefetch.
 
-:func:`on_device` picks one for a :class:`~hallucinator.engine.datamodule.StepBatches` and the
-training device:
+:func:`on_device` picks one for the CPU batches of :func:`hallucinator.data.batch_loader`
+(a :class:`~hallucinator.data.loader.StepBatches`, without ``transform``) and the training device:
 
 - :class:`ResidentBatches` when the decoded dataset fits in a fraction of the free GPU memory
   (CIFAR-10/100: 150 MB, STL-10 at 96 px: 2.9 GB, Tiny ImageNet: 1.2 GB): the uint8 images are
@@ -15,34 +15,22 @@ Both GPU forms yield the very batches of the CPU form, in the same order (the or
 ``e`` is ``StepSampler.order(e)``), so a run's random stream does not depend on the data path.
 
 Example:
-    >>> batches = on_device(StepBatches(dataset, 512, seed=0, position=lambda: trainer.global_step), device)
+    >>> cpu = batch_loader(dataset, 512, shuffle=True, drop_last=True, position=lambda: trainer.global_step)
+    >>> batches = on_device(cpu, device)
     >>> images, labels = next(iter(batches))  # (512, 3, 32, 32) uint8 and (512,) int64, on the GPU
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
-from hallucinator.data.sampler import StepSampler
+from hallucinator.data.loader import StepBatches
 
 # the rest of the GPU memory is the model's, its activations and the augmentation's
 RESIDENT_FRACTION = 0.25
-
-
-class CPUBatches(Protocol):
-    """What the device forms read of :class:`hallucinator.engine.datamodule.StepBatches` (the CPU batches): their
-    order (``sampler``), the dataset they are gathered from and the ``data.limit`` subset of it."""
-
-    dataset: Any
-    sampler: StepSampler
-    subset: torch.Tensor | None
-
-    def __len__(self) -> int: ...
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 class ResidentBatches:
@@ -53,7 +41,7 @@ class ResidentBatches:
         >>> images, labels = next(iter(resident))  # one index_select each on the GPU
     """
 
-    def __init__(self, batches: CPUBatches, device: torch.device) -> None:
+    def __init__(self, batches: StepBatches, device: torch.device) -> None:
         self.batches = batches
         self.device = device
         dataset: Any = batches.dataset  # in memory: on_device checked its .images
@@ -68,7 +56,7 @@ class ResidentBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         sampler = self.batches.sampler
         epoch, start = sampler.start()
-        order = sampler.order(epoch)  # drawn on the CPU as StepBatches does: the same batches
+        order = sampler.order(epoch)  # drawn on the CPU as the CPU batches draw it: the same batches
         if self.device.type == "cuda":
             order = order.pin_memory()
         order = order.to(self.device, non_blocking=True)  # once per epoch
@@ -85,7 +73,7 @@ class PinnedPrefetch:
         ...     ...  # already on the GPU; the next batch's copy is under way
     """
 
-    def __init__(self, batches: CPUBatches, device: torch.device) -> None:
+    def __init__(self, batches: StepBatches, device: torch.device) -> None:
         self.batches = batches
         self.device = device
 
@@ -115,7 +103,7 @@ def fits_on_device(images: torch.Tensor, device: torch.device, fraction: float =
     return images.numel() * images.element_size() <= fraction * free
 
 
-def on_device(batches: CPUBatches, device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+def on_device(batches: StepBatches, device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """The fastest form of ``batches`` for training on ``device`` (see the module's docstring)."""
     if device.type != "cuda":
         return batches

@@ -68,6 +68,28 @@ def build_method(config: Config) -> SSLMethod:
         raise ConfigError(f"model.hparams: {error}") from error
 
 
+def compile_in_place(config: Config, method: SSLMethod) -> None:
+    """``trainer.compile``: ``torch.compile`` (inductor) of ``trainer.compile_scope``, the backbone or the whole method.
+
+    In place (``nn.Module.compile``): the module tree and the checkpoint keys stay the plain ones, so a run can be
+    resumed (and its backbone loaded) with or without compilation. ``max-autotune`` is inductor's mode of that
+    name (it times kernel choices while compiling). Compiling the method puts its random draws (the
+    Hallucinator's, MoCo's shuffle) on eager's generators (``fallback_random``), so it draws what an eager run does.
+
+    Example:
+        >>> compile_in_place(load_config(None, ["--trainer.compile=max-autotune"]), method)  # compiles method.backbone
+    """
+    t = config.trainer
+    if not t.compile:
+        return
+    import torch._inductor
+
+    options = dict(torch._inductor.list_mode_options("max-autotune" if t.compile == "max-autotune" else "default"))
+    if t.compile_scope == "method":
+        options["fallback_random"] = True
+    (method if t.compile_scope == "method" else method.backbone).compile(options=options or None)
+
+
 def preset_name(config: Config) -> str:
     """``data.preset``, else ``<dataset>-<the method's augmentation style>`` (e.g. ``cifar10-simclr`` for BYOL)."""
     return config.data.preset or f"{config.data.dataset}-{methods.METHODS[config.model.method].augmentation}"
@@ -177,10 +199,7 @@ class PretrainModule(pl.LightningModule):
         return t.max_steps if t.max_steps > 0 else t.max_epochs * self.steps_per_epoch
 
     def configure_model(self) -> None:
-        if self.config.trainer.compile:
-            # in place: the module tree and the checkpoint keys stay those of the plain backbone, so a
-            # run can be resumed (and its backbone loaded) with or without compilation
-            self.method.backbone.compile()
+        compile_in_place(self.config, self.method)
 
     # ---- one training step
 

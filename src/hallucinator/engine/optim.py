@@ -129,15 +129,41 @@ def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     AdamW (none on biases, norms and ViT position / class tokens, as in MoCo v3's and DINO's code).
 
     Every parameter group has a ``fixed_lr`` flag (:func:`set_lr` keeps such a group at the peak lr) and a
-    ``decay`` flag (:func:`set_weight_decay` schedules only those groups).
+    ``decay`` flag (:func:`set_weight_decay` schedules only those groups). SGD and AdamW update the parameters
+    as ``optimizer.implementation`` says (a for-loop, ``foreach`` or ``fused`` kernels; ``auto``: PyTorch's choice).
     """
     o = config.optimizer
     groups = _param_groups(config, model)
+    if o.name == "lars":
+        return LARS(groups, lr=config.lr(), momentum=o.momentum, weight_decay=o.weight_decay, eta=o.lars_eta)
+    implementation, lr = _IMPLEMENTATIONS[o.implementation], config.lr()
     if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr(), momentum=o.momentum, weight_decay=o.weight_decay)
-    if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr(), betas=o.betas, weight_decay=o.weight_decay)
-    return LARS(groups, lr=config.lr(), momentum=o.momentum, weight_decay=o.weight_decay, eta=o.lars_eta)
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, **implementation
+        )
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=o.betas, weight_decay=o.weight_decay, **implementation)
+    optimizer.register_load_state_dict_pre_hook(_keep_implementation)
+    return optimizer
+
+
+# optimizer.implementation -> torch.optim's keyword arguments ("auto": none, PyTorch's choice)
+_IMPLEMENTATIONS: dict[str, dict[str, bool]] = {
+    "auto": {},
+    "for-loop": {"foreach": False, "fused": False},
+    "foreach": {"foreach": True},
+    "fused": {"fused": True},
+}
+
+
+def _keep_implementation(optimizer: torch.optim.Optimizer, state_dict: dict) -> dict:
+    """A checkpoint's groups carry the ``foreach`` / ``fused`` flags they were saved with, which
+    ``load_state_dict`` would restore: a resumed run keeps this run's ``optimizer.implementation`` instead."""
+    groups = [
+        {**saved, **{key: group[key] for key in ("foreach", "fused")}}
+        for saved, group in zip(state_dict["param_groups"], optimizer.param_groups)
+    ]
+    return {**state_dict, "param_groups": groups}
 
 
 def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> None:

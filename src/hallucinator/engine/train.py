@@ -240,7 +240,7 @@ def quiet_lightning() -> Iterator[None]:
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             # the augmentation lives in the module on purpose (it runs on the device after transfer)
             warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
-            # StepBatches resumes mid-epoch by itself, at trainer.global_step (tests/engine/test_resume.py)
+            # StepBatches resumes mid-epoch by itself, at trainer.global_step (tests/engine/test_train.py)
             warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
             # Lightning's own use of a torch API that torch deprecated: nothing a user can act on
             warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
@@ -250,7 +250,12 @@ def quiet_lightning() -> Iterator[None]:
             logger.removeFilter(_not_a_tip)
 
 
-def _checkpoint_to_resume(last: Path) -> str:
+def checkpoint_to_resume(last: Path) -> str:
+    """``last`` as Lightning's ``ckpt_path`` for ``--resume``; a missing file is a one-line error saying what to do.
+
+    Example:
+        >>> trainer.fit(module, ckpt_path=checkpoint_to_resume(output_dir / "checkpoints" / "last.ckpt"))
+    """
     if not last.is_file():
         raise FileNotFoundError(
             f"--resume: no checkpoint at {last}; start the run without --resume or point --output-dir at the run "
@@ -309,7 +314,7 @@ def pretrain(
         every_n_epochs=config.trainer.checkpoint_every_n_epochs,
         last_every_n_steps=config.trainer.last_every_n_steps,
     )
-    ckpt_path = _checkpoint_to_resume(checkpoints.last) if resume else None
+    ckpt_path = checkpoint_to_resume(checkpoints.last) if resume else None
     if config.trainer.cpu_threads:
         torch.set_num_threads(config.trainer.cpu_threads)
     # before the data: a missing device, a refused precision or a logger not installed fails at once

@@ -76,6 +76,8 @@ class RunSummary:
 
 # Keys that say where and how visibly a run ran, not what it trained: runs differing only in these
 # (and the seed) are one arm. Everything else in the resolved config, precision included, splits arms.
+# Threads, compilation and the optimizer's implementation change float rounding only, so a run older than
+# a key (its config.yaml lacks it) still joins its arm.
 NOT_RECIPE = frozenset(
     {
         "seed",
@@ -89,6 +91,9 @@ NOT_RECIPE = frozenset(
         "trainer.last_every_n_steps",
         "trainer.knn_every_n_epochs",
         "trainer.cpu_threads",
+        "trainer.compile",
+        "trainer.compile_scope",
+        "optimizer.implementation",
     }
 )
 

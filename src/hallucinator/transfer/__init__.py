@@ -10,17 +10,21 @@
   RoI head, the mask branch on its features) or R-FPN; :func:`load_backbone_weights` and
   :func:`backbone_state` map the checkpoint's ResNet tensors to and from the detector by name.
 - :func:`transfer`: fine-tunes a checkpoint as that detector after MoCo's detectron2 protocol and evaluates it
-  (``hallucinator transfer``); :func:`load_transfer_config` reads its recipes (``configs/transfer/``).
+  (``hallucinator transfer``; the run in :mod:`~hallucinator.transfer.train`, its data in
+  :mod:`~hallucinator.transfer.data`, the LightningModule in :mod:`~hallucinator.transfer.module`, the final AP
+  in :mod:`~hallucinator.transfer.evaluation`); :func:`load_transfer_config` reads its recipes
+  (``configs/transfer/``, :mod:`~hallucinator.transfer.config`).
 
 This package sits beside :mod:`hallucinator.evaluation`: it may use the core modules, the data layer
 and the engine, never evaluation, export or the CLI.
 """
 
 from hallucinator.transfer.coco_eval import coco_metrics, to_coco_results
+from hallucinator.transfer.config import TransferConfig, load_transfer_config
 from hallucinator.transfer.datasets import VOC_CLASSES, CocoDetection, DatasetReport, VOCDetection
 from hallucinator.transfer.detection_set import DetectionSet, make_detection_set
 from hallucinator.transfer.models import backbone_state, build_detector, load_backbone_weights
-from hallucinator.transfer.train import TransferConfig, TransferResult, load_transfer_config, transfer
+from hallucinator.transfer.train import TransferResult, transfer
 from hallucinator.transfer.voc_ap import VOCAP, voc07_ap, voc_metrics
 
 __all__ = [
