@@ -111,15 +111,7 @@ def run_arm(args: argparse.Namespace, way: str, threads: int, side_threads: int)
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default="../shared/datasets/cifar10-jpeg.tar.gz")
-    parser.add_argument("--synthetic", action="store_true", help="random uint8 images instead of CIFAR-10")
-    parser.add_argument("--method", default="simclr")
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--crop-size", type=int, default=32)
-    parser.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true")
-    parser.add_argument("--no-hallucinator", action="store_true")
-    parser.add_argument("--compile", choices=("false", "true", "max-autotune"), default="false")
+    step_profile.add_step_arguments(parser, batch_size=256, crop_size=32)
     parser.add_argument(
         "--arms",
         nargs="+",

@@ -192,19 +192,24 @@ def profile_step(args: argparse.Namespace) -> tuple[dict[str, float], list[str]]
     return figures, sorted(fused)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_step_arguments(parser: argparse.ArgumentParser, batch_size: int, crop_size: int) -> None:
+    """The options :func:`engine_pieces` reads (data, method, width, batch, crop, precision, compile)."""
     parser.add_argument("--data-dir", default="../shared/datasets/cifar10-jpeg.tar.gz")
     parser.add_argument("--synthetic", action="store_true", help="random uint8 images instead of CIFAR-10")
     parser.add_argument("--method", default="simclr")
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--crop-size", type=int, default=24)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--crop-size", type=int, default=crop_size)
     parser.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true")
     parser.add_argument("--no-hallucinator", action="store_true")
     parser.add_argument(
         "--compile", choices=("false", "true", "max-autotune"), default="false", help="trainer.compile of the backbone"
     )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_step_arguments(parser, batch_size=128, crop_size=24)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
