@@ -103,6 +103,7 @@ def test_runs_pool_only_when_their_configs_differ_in_the_seed_alone(tmp_path):
     set_config(bookkeeping, "trainer.compile", True)
     set_config(bookkeeping, "optimizer.implementation", "fused")
     set_config(bookkeeping, "trainer.loggers", ["csv", "wandb"])  # where it was logged, not what it trained
+    set_config(bookkeeping, "trainer.option_added_later", None)  # a key the other runs lack, at a None default
 
     arms = group_arms([load_run(r) for r in (fp32, fp32_again, bf16, subset, elsewhere, bookkeeping)])
     assert {name: [run.name for run in members] for name, members in arms.items()} == {

@@ -70,8 +70,12 @@ class RunSummary:
 
     @property
     def arm(self) -> tuple:
-        """Runs share an arm only when their resolved configs differ in the seed alone."""
-        return tuple(sorted((key, repr(value)) for key, value in self.recipe.items()))
+        """Runs share an arm only when their resolved configs differ in the seed alone.
+
+        A key set to ``None`` counts as absent, as :func:`group_arms` names arms: a run older than a key whose
+        default is ``None`` (its config.yaml lacks it) joins its arm instead of becoming an arm of the same name.
+        """
+        return tuple(sorted((key, repr(value)) for key, value in self.recipe.items() if value is not None))
 
 
 # Keys that say where and how visibly a run ran, not what it trained: runs differing only in these
