@@ -12,6 +12,7 @@ from hallucinator.evaluation.metrics import reduce_to_2d
 from hallucinator.evaluation.plots import (
     circle_kde,
     metric_series,
+    plot_budget_curve,
     plot_feature_distribution,
     plot_positive_similarity,
     plot_training_curves,
@@ -123,3 +124,11 @@ def test_a_legend_of_many_runs_sits_beside_the_axes(tmp_path, drawn):
         anchor = legend.get_bbox_to_anchor().transformed(ax.transAxes.inverted())
         # 2 runs: anchored to the axes themselves; 5: to the right of them, where no curve is hidden
         assert anchor.x0 == pytest.approx(0.0 if len(chosen) == 2 else 1.02)
+
+
+def test_a_legend_of_long_arm_names_sits_below_the_axes(tmp_path, drawn):
+    long_name = "hallucinator.enabled=True, hallucinator.loss_form=average, hallucinator.warmup_fraction=0.5"
+    plot_budget_curve({"hallucinator.enabled=False": [(4, 54.7, None)], long_name: [(4, 53.7, 0.3)]}, tmp_path / "c")
+    ax = drawn[-1].axes[0]
+    anchor = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+    assert anchor.y0 < 0 and anchor.x0 == pytest.approx(0.5)  # below, centred: beside, it would double the width

@@ -122,6 +122,25 @@ def test_runs_pool_only_when_their_configs_differ_in_the_seed_alone(tmp_path):
     assert f"| simclr | - | 52.00 ± {statistics.stdev([50.0, 54.0]):.2f} / 58.00 |" in layout  # two arms, not pooled
 
 
+def test_an_off_hallucinators_settings_do_not_name_its_arm_unless_two_arms_would_share_a_name(tmp_path):
+    def run(name: str, enabled: bool, warmup: float):
+        path = make_run(tmp_path, name, hallucinator=enabled, seed=0, evaluation={"knn": {"top1": 50.0}})
+        set_config(path, "hallucinator.warmup_fraction", warmup)
+        return load_run(path)
+
+    plain, step0, warm = run("plain-s0", False, 0.5), run("step0-s0", True, 0.0), run("warm-s0", True, 0.5)
+    assert list(group_arms([plain, step0, warm])) == [
+        "hallucinator.enabled=False",
+        "hallucinator.enabled=True, hallucinator.warmup_fraction=0.0",
+        "hallucinator.enabled=True, hallucinator.warmup_fraction=0.5",
+    ]
+    plain_too = run("plain-too-s0", False, 0.0)  # two plain arms: short names would merge them into one
+    assert list(group_arms([plain, plain_too])) == [
+        "hallucinator.warmup_fraction=0.5",
+        "hallucinator.warmup_fraction=0.0",
+    ]
+
+
 def test_hardness_is_the_mean_of_the_last_logged_steps(tmp_path):
     run = make_run(tmp_path, "hal-s0", hallucinator=True, seed=0)
     path = run / "csv" / "version_1" / "metrics.csv"

@@ -97,11 +97,16 @@ def _steps_per_epoch(step: np.ndarray, epoch: np.ndarray) -> float:
 
 
 def _legend(ax: plt.Axes) -> None:
-    """Inside the axes for a few runs; beside it for more, where it would hide the curves (``_save`` crops tight)."""
-    if len(ax.get_legend_handles_labels()[1]) <= 4:
+    """Inside the axes for a few short labels; outside for more, where it would hide the curves (``_save`` crops
+    tight): beside them, or below them for long labels (sweep arms), which beside would make the figure too wide."""
+    labels = ax.get_legend_handles_labels()[1]
+    longest = max(map(len, labels), default=0)
+    if len(labels) <= 4 and longest <= 40:
         ax.legend()
-    else:
+    elif longest <= 40:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
+    else:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small", frameon=False)
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:

@@ -311,11 +311,18 @@ def group_arms(runs: Sequence[RunSummary]) -> dict[str, list[RunSummary]]:
     recipes = [members[0].recipe for members in arms.values()]
     keys = sorted({key for recipe in recipes for key in recipe})
     differing = [key for key in keys if len({repr(recipe.get(key)) for recipe in recipes}) > 1]
-    named: dict[str, list[RunSummary]] = {}
-    for recipe, members in zip(recipes, arms.values()):
-        name = ", ".join(f"{key}={_value(recipe.get(key))}" for key in differing) or "-"
-        named[name] = members
-    return named
+    names = [_arm_name(recipe, differing, drop_idle=True) for recipe in recipes]
+    if len(set(names)) < len(names):  # two arms differ only in an off Hallucinator's settings: name them in full
+        names = [_arm_name(recipe, differing, drop_idle=False) for recipe in recipes]
+    return dict(zip(names, arms.values()))
+
+
+def _arm_name(recipe: Mapping[str, Any], keys: Sequence[str], drop_idle: bool) -> str:
+    """``key=value`` of ``keys``; with ``drop_idle``, an off Hallucinator's other settings are left out, as they
+    change nothing it trained (the plain arm of a sweep over warm-ups is ``hallucinator.enabled=False``)."""
+    idle = drop_idle and recipe.get("hallucinator.enabled") is False
+    shown = [key for key in keys if not (idle and key.startswith("hallucinator.") and key != "hallucinator.enabled")]
+    return ", ".join(f"{key}={_value(recipe.get(key))}" for key in shown) or "-"
 
 
 def _value(value: Any) -> str:
@@ -407,7 +414,8 @@ def budget_table(curves: Mapping[str, Sequence[tuple[float, float, float | None]
 
 def write_budget_curve(runs: Sequence[RunSummary], path: str | Path, metric: str = "knn_top1") -> list[Path]:
     """:func:`budget_curve` of the runs drawn to ``path`` (PNG and SVG)."""
-    return plot_budget_curve(budget_curve(runs, metric), path, ylabel=f"{metric.replace('_', ' ')} (%)")
+    ylabel = "kNN top-1 (%)" if metric == "knn_top1" else f"{metric.replace('_', ' ')} (%)"
+    return plot_budget_curve(budget_curve(runs, metric), path, ylabel=ylabel)
 
 
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Sequence[str] | None = None) -> Path:
