@@ -29,6 +29,7 @@ import json
 import time
 from collections import defaultdict
 from contextlib import ExitStack
+from pathlib import Path
 from typing import NamedTuple
 from unittest import mock
 
@@ -44,6 +45,12 @@ from hallucinator.methods.base import SSLMethod
 from hallucinator.methods.memory import MomentumTarget
 
 REGIONS = ("augmentation", "hallucinator", "loss", "optimizer")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+QUICKSTARTS = {
+    "simclr": CONFIGS / "quickstart.yaml",
+    **{path.stem.removeprefix("quickstart_"): path for path in sorted(CONFIGS.glob("quickstart_*.yaml"))},
+}
+"""``--method`` -> the quickstart config whose step is profiled (each method's own recipe and hyper-parameters)."""
 FUSED = (
     "cpp_fused"  # inductor's generated CPU kernels, e.g. graph_0_cpp_fused__native_batch_norm_legit_functional_relu_0
 )
@@ -89,18 +96,17 @@ class Pieces(NamedTuple):
 
 
 def engine_pieces(args: argparse.Namespace) -> Pieces:
-    """The quickstart's config for ``args`` (method, width, batch, crop, Hallucinator, compile) and the engine's
+    """The method's quickstart config (:data:`QUICKSTARTS`) for ``args`` (width, batch, crop, Hallucinator, compile) and the engine's
     method (training mode, compiled as ``trainer.compile`` says), augmentation and optimizer built from it."""
     overrides = [
-        f"--model.method={args.method}",
-        f"--model.width={args.width}",
         f"--data.batch_size={args.batch_size}",
         f"--data.crop_size={args.crop_size}",
         f"--hallucinator.enabled={not args.no_hallucinator}",
         "--hallucinator.warmup_fraction=0",
         f"--trainer.compile={args.compile}",
     ]
-    config = load_config("configs/quickstart.yaml", overrides)
+    width = [] if args.width is None else [f"--model.width={args.width}"]  # a ViT has none
+    config = load_config(QUICKSTARTS[args.method], overrides + width)
     torch.manual_seed(config.seed)
     method = build_method(config).train()
     channels_last = backbones.channels_last_safe(method)
@@ -196,8 +202,10 @@ def add_step_arguments(parser: argparse.ArgumentParser, batch_size: int, crop_si
     """The options :func:`engine_pieces` reads (data, method, width, batch, crop, precision, compile)."""
     parser.add_argument("--data-dir", default="../shared/datasets/cifar10-jpeg.tar.gz")
     parser.add_argument("--synthetic", action="store_true", help="random uint8 images instead of CIFAR-10")
-    parser.add_argument("--method", default="simclr")
-    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument(
+        "--method", choices=sorted(QUICKSTARTS), default="simclr", help="the method of that quickstart config"
+    )
+    parser.add_argument("--width", type=int, help="the ResNet's width (default: the quickstart's, 16)")
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--crop-size", type=int, default=crop_size)
     parser.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true")
