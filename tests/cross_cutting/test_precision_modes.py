@@ -34,6 +34,20 @@ def test_the_variable_forces_what_auto_picks_and_nothing_else(monkeypatch: pytes
     assert _auto()[0] == ("bf16-mixed" if cpu_has_native_bf16() else "32-true")
 
 
+def test_auto_picks_fp32_where_onednn_is_capped_below_its_bf16_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(FORCE_PRECISION_VARIABLE, raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr("torch.cpu._is_avx512_bf16_supported", lambda: True)  # an AVX-512 BF16 CPU, whatever runs this
+    for cap, native in (("", True), ("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert cpu_has_native_bf16() is native, cap
+        precision, reason = _auto()
+        assert precision == ("bf16-mixed" if native else "32-true") and ("ONEDNN_MAX_CPU_ISA" in reason) != native
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")  # oneDNN's older name for the same cap
+    assert not cpu_has_native_bf16()
+
+
 @pytest.mark.skipif(bool(os.environ.get(FORCE_PRECISION_VARIABLE)), reason="this run already forces a precision")
 def test_precision_sensitive_tests_pass_under_the_other_cpu_kinds_precision(tmp_path: Path) -> None:
     other = "32-true" if cpu_has_native_bf16() else "bf16-mixed"

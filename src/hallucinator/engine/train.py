@@ -107,11 +107,20 @@ def check_accelerator(config: Config) -> None:
         raise ConfigError("trainer.accelerator: mps, but this machine has no Apple GPU; use --device cpu (or auto)")
 
 
+ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+"""Values of ``$ONEDNN_MAX_CPU_ISA`` that keep oneDNN's convolutions and matmuls off the bf16 instructions."""
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), where bf16 autocast pays off.
 
-    On AVX2 CPUs bf16 is emulated and a training step is ~15x slower (docs/training.md).
+    On AVX2 CPUs bf16 is emulated and a training step is ~15x slower (docs/training.md). The same holds on a
+    bf16 CPU whose oneDNN is capped below its bf16 instructions (``ONEDNN_MAX_CPU_ISA=AVX2``, how one times
+    an AVX2 machine on a newer one): the CPU flags alone would pick bf16 there, and a step 20x slower.
     """
+    capped = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if capped in ONEDNN_ISAS_WITHOUT_BF16:
+        return False
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
@@ -152,8 +161,8 @@ def resolve_precision(config: Config) -> tuple[str, str]:
                 f"trainer.precision auto: bf16-mixed, this CPU ({capability}) has native bf16 (AVX-512 BF16 / AMX)",
             )
         return "32-true", (
-            f"trainer.precision auto: 32-true, this CPU ({capability}) has no native bf16 (AVX-512 BF16 / AMX), "
-            "where bf16 is ~15x slower"
+            f"trainer.precision auto: 32-true, this CPU ({capability}) has no native bf16 (AVX-512 BF16 / AMX) "
+            "or oneDNN is capped below it ($ONEDNN_MAX_CPU_ISA), where bf16 is ~15x slower"
         )
     return "32-true", "trainer.precision auto: 32-true, this device has no bf16 support"
 
