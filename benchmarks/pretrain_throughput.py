@@ -126,20 +126,6 @@ def step_cost(config, device: str) -> tuple[int, int]:
     return flops.get_total_flops(), moved.total
 
 
-def gemm_peak_gflops(device: str, dtype_name: str, size: int, seconds: float = 1.0) -> float:
-    """The best GFLOP/s of ``size`` x ``size`` matmuls in ``dtype_name`` over about ``seconds``: the machine's limit.
-
-    Example:
-        >>> gemm_peak_gflops("cpu", "fp32", 1024)  # e.g. ~100 on 2 AVX2 cores
-    """
-
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    device_ = torch.device("cuda" if device == "gpu" else device)
-    a, b = (torch.randn(size, size, device=device_).to(dtype) for _ in range(2))
-    best = roofline.best_seconds(lambda: torch.mm(a, b), device_, seconds)
-    return 2 * size**3 / best / 1e9
-
-
 def lightly_script(args: argparse.Namespace) -> dict:
     from lightly.loss import NTXentLoss
     from lightly.models.modules import MoCoProjectionHead, SimCLRProjectionHead
@@ -321,7 +307,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     for dtype in ("fp32", "bf16"):
-        summary[f"gemm_peak_gflops_{dtype}"] = round(gemm_peak_gflops(args.device, dtype, size, args.gemm_seconds), 1)
+        summary[f"gemm_peak_gflops_{dtype}"] = round(
+            roofline.gemm_peak_gflops(args.device, dtype, size, args.gemm_seconds), 1
+        )
         print(f"{dtype} matmul peak ({size} x {size}): {summary[f'gemm_peak_gflops_{dtype}']:.1f} GFLOP/s", flush=True)
     summary["gemm_size"] = size
     for kind, gbps in roofline.memory_bandwidth_gbps(args.device, seconds=args.gemm_seconds).items():

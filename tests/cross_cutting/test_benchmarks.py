@@ -6,12 +6,15 @@ in oneDNN (see ``backbones.channels_last_safe``), which the benchmark must avoid
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+
+from hallucinator.engine import load_config
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -82,11 +85,32 @@ def test_precision_parity_trains_both_precisions_and_compares_them(
 
 
 def test_gemm_peak_probe_counts_two_flops_per_multiply_add(monkeypatch: pytest.MonkeyPatch) -> None:
-    throughput = load_benchmark("pretrain_throughput")
+    roofline = load_benchmark("roofline")
     clock = iter(range(1000))  # every perf_counter call is one second later: each matmul "takes" 1 s
-    monkeypatch.setattr(throughput.time, "perf_counter", lambda: float(next(clock)))
-    assert throughput.gemm_peak_gflops("cpu", "fp32", 64, seconds=0.5) == pytest.approx(2 * 64**3 / 1e9)
-    assert throughput.gemm_peak_gflops("cpu", "bf16", 32, seconds=0.5) == pytest.approx(2 * 32**3 / 1e9)
+    monkeypatch.setattr(roofline.time, "perf_counter", lambda: float(next(clock)))
+    assert roofline.gemm_peak_gflops("cpu", "fp32", 64, seconds=0.5) == pytest.approx(2 * 64**3 / 1e9)
+    assert roofline.gemm_peak_gflops("cpu", "bf16", 32, seconds=0.5) == pytest.approx(2 * 32**3 / 1e9)
+    a, b = torch.randn(5, 3, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    products = {name: kernel() for name, kernel in roofline.gemm_kernels(a, b).items()}
+    assert set(products) == {"mm", "conv1x1"}  # one product, two libraries: MKL and oneDNN
+    for product in products.values():
+        torch.testing.assert_close(product, torch.einsum("mk,kn->mn", a, b))
+
+
+def test_conv_rates_count_a_convolutions_forward_and_both_gradients(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conv_rates = load_benchmark("conv_rates")
+    monkeypatch.setattr(
+        conv_rates.roofline, "best_seconds", lambda kernel, device, seconds: 2.0
+    )  # each step "takes" 2 s
+    batch, channels, pixels = 4, 8, 6
+    multiply_adds = batch * channels * channels * 9 * pixels * pixels  # one pass of a 3 x 3, stride 1, padding 1 conv
+    expected = 3 * 2 * multiply_adds / 2.0 / 1e9  # forward, input gradient, weight gradient; 2 FLOPs each
+    assert conv_rates.conv_step_rate(channels, pixels, batch, torch.bfloat16, 0.1) == pytest.approx(expected)
+    summary = conv_rates.main(["--width", "2", "--batch-size", "2", "--crop-size", "8", "--seconds", "0.01"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == summary
+    assert [(s["channels"], s["pixels"]) for s in summary["stages"]] == [(2, 8), (4, 4), (8, 2), (16, 1)]
 
 
 def test_data_path_profile_rehearsal_finds_no_host_sync_in_the_data_step(capsys: pytest.CaptureFixture[str]) -> None:
@@ -191,6 +215,18 @@ def test_step_profile_puts_every_operation_in_one_kind(capsys: pytest.CaptureFix
     )
     kinds = sum(value for kind, value in ms.items() if kind != "step")
     assert kinds == pytest.approx(ms["step"], abs=0.05 * ms["step"] + 0.1)  # the rest is python and dispatch
+
+
+def test_step_profile_builds_each_method_from_its_own_quickstart() -> None:
+    profile = load_benchmark("step_profile")
+    parser = argparse.ArgumentParser()
+    profile.add_step_arguments(parser, batch_size=8, crop_size=16)
+    for name, width in (("simclr", ["--width", "4"]), ("mocov2", ["--width", "4"]), ("mocov3_vit", [])):
+        pieces = profile.engine_pieces(parser.parse_args(["--method", name, *width]))
+        quickstart = load_config(profile.QUICKSTARTS[name]).model
+        assert pieces.config.model.method == quickstart.method  # mocov2 with its queue size, not SimCLR's hparams
+        assert pieces.config.model.hparams == quickstart.hparams
+        assert pieces.config.model.width == (4 if width else quickstart.width)
 
 
 def test_transfer_step_times_fine_tuning_steps(cifar10_archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
