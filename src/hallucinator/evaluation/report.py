@@ -414,8 +414,8 @@ def budget_table(curves: Mapping[str, Sequence[tuple[float, float, float | None]
 
 def write_budget_curve(runs: Sequence[RunSummary], path: str | Path, metric: str = "knn_top1") -> list[Path]:
     """:func:`budget_curve` of the runs drawn to ``path`` (PNG and SVG)."""
-    ylabel = "kNN top-1 (%)" if metric == "knn_top1" else f"{metric.replace('_', ' ')} (%)"
-    return plot_budget_curve(budget_curve(runs, metric), path, ylabel=ylabel)
+    title = {attr: title for title, attr in COLUMNS}.get(metric, metric)
+    return plot_budget_curve(budget_curve(runs, metric), path, ylabel=f"{title} (%)")
 
 
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Sequence[str] | None = None) -> Path:
